@@ -1,0 +1,141 @@
+/**
+ * Typed errors with stable codes. Each class has a cross-realm-safe guard: `instanceof` fails
+ * across realms (and for errors rebuilt from a child's JSON), the `code` does not.
+ *
+ * System errors thrown by the native layer are plain `Error`s shaped like Node's own:
+ * `code` ('ENOENT'), `errno` (positive), `syscall` ('shm_open'), and the path or fd in the
+ * message. `isSystemError()` recognises them.
+ */
+
+export const ErrorCodes = {
+  /** A resource was used after `close()`. */
+  CLOSED: 'ERR_IVSHMEM_CLOSED',
+  /** The native addon could not be loaded. */
+  LOAD: 'ERR_IVSHMEM_LOAD',
+  /** A peer or server broke the ivshmem-server wire protocol. */
+  PROTOCOL: 'ERR_IVSHMEM_PROTOCOL',
+  /** The shared-memory header (bitmask mode) is missing, foreign or of another version. */
+  HEADER: 'ERR_IVSHMEM_HEADER',
+  /** The server refused or dropped this client (full, shutting down). */
+  REFUSED: 'ERR_IVSHMEM_REFUSED',
+  /** A socket path is held by a live server. */
+  IN_USE: 'ERR_IVSHMEM_IN_USE',
+  /** An operation did not complete in time. */
+  TIMEOUT: 'ERR_IVSHMEM_TIMEOUT',
+  /** A message ring's header or indices are impossible. */
+  CORRUPT: 'ERR_IVSHMEM_CORRUPT',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Base class: every error of this package's own has a stable `code`. */
+export class IvshmemError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+export class ClosedError extends IvshmemError {
+  constructor(what: string) {
+    super(ErrorCodes.CLOSED, `${what} is closed`);
+  }
+}
+
+export class LoadError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.LOAD, message, options);
+  }
+}
+
+/** Why a protocol stream was rejected; stable, for programs to branch on. */
+export type ProtocolErrorReason =
+  | 'bad-length'
+  | 'bad-version'
+  | 'unexpected-fd'
+  | 'bad-id'
+  | 'missing-shm'
+  | 'duplicate-shm'
+  | 'out-of-range'
+  | 'unknown-peer'
+  | 'self-leave'
+  | 'too-many-vectors'
+  | 'truncated'
+  | 'incomplete'
+  | 'after-error';
+
+export class ProtocolError extends IvshmemError {
+  readonly reason: ProtocolErrorReason;
+  constructor(reason: ProtocolErrorReason, message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.PROTOCOL, message, options);
+    this.reason = reason;
+  }
+}
+
+export class HeaderError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.HEADER, message, options);
+  }
+}
+
+export class RefusedError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.REFUSED, message, options);
+  }
+}
+
+export class InUseError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.IN_USE, message, options);
+  }
+}
+
+export class TimeoutError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.TIMEOUT, message, options);
+  }
+}
+
+export class CorruptError extends IvshmemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.CORRUPT, message, options);
+  }
+}
+
+/** Shape of the system errors the native layer throws (the same as Node's own). */
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+  fd?: number;
+}
+
+function hasCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
+
+export function isIvshmemError(error: unknown): error is IvshmemError {
+  const code = (error as { code?: unknown } | null)?.code;
+  return (
+    error instanceof Error &&
+    typeof code === 'string' &&
+    (Object.values(ErrorCodes) as string[]).includes(code)
+  );
+}
+export const isClosedError = (e: unknown): e is ClosedError => hasCode(e, ErrorCodes.CLOSED);
+export const isLoadError = (e: unknown): e is LoadError => hasCode(e, ErrorCodes.LOAD);
+export const isProtocolError = (e: unknown): e is ProtocolError => hasCode(e, ErrorCodes.PROTOCOL);
+export const isHeaderError = (e: unknown): e is HeaderError => hasCode(e, ErrorCodes.HEADER);
+export const isRefusedError = (e: unknown): e is RefusedError => hasCode(e, ErrorCodes.REFUSED);
+export const isInUseError = (e: unknown): e is InUseError => hasCode(e, ErrorCodes.IN_USE);
+export const isTimeoutError = (e: unknown): e is TimeoutError => hasCode(e, ErrorCodes.TIMEOUT);
+export const isCorruptError = (e: unknown): e is CorruptError => hasCode(e, ErrorCodes.CORRUPT);
+
+export function isSystemError(error: unknown): error is SystemError {
+  if (!(error instanceof Error)) return false;
+  const e = error as Partial<SystemError>;
+  return typeof e.code === 'string' && typeof e.errno === 'number' && typeof e.syscall === 'string';
+}
