@@ -1,0 +1,142 @@
+/**
+ * Loads the native addon and describes it. This file is the one place where the native
+ * module's untyped surface meets TypeScript: everything past it is typed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LoadError } from './errors.js';
+
+export interface NativeMapping {
+  /** The mapping as one external ArrayBuffer; null once closed. */
+  readonly buffer: ArrayBuffer | null;
+  readonly fd: number;
+  readonly size: number;
+  readonly closed: boolean;
+  /** Detaches the buffer (views become length 0), unmaps, closes the fd. Idempotent. */
+  close(): void;
+}
+
+export interface NativeEventFd {
+  signal(count?: number): void;
+  drain(): number;
+  readonly fd: number;
+  close(): void;
+}
+
+export interface NativeWatcher {
+  start(): void;
+  stop(): void;
+  ref(): void;
+  unref(): void;
+  hasRef(): boolean;
+  readonly active: boolean;
+  readonly closed: boolean;
+  close(): void;
+}
+
+export interface NativeSocket {
+  accept(): NativeSocket | null;
+  send(bytes: Uint8Array, fd?: number): boolean;
+  /** Returns the fd received with the message, or NO_FD, AGAIN, EOF. */
+  recv(out: Uint8Array): number;
+  shutdown(): void;
+  readonly fd: number;
+  /** Bytes of an unfinished message received so far. */
+  readonly pending: number;
+  close(): void;
+}
+
+export interface NativeBinding {
+  shmOpen(name: string, oflag: number, mode: number): number;
+  shmUnlink(name: string): void;
+  memfdCreate(name: string): number;
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  /** Count of native resources not yet released in this environment (for leak tests). */
+  liveResources(): number;
+  readonly constants: { readonly O_RDWR: number; readonly O_CREAT: number; readonly O_EXCL: number };
+  readonly Mapping: new (fd: number, size: number) => NativeMapping;
+  readonly EventFd: new (fd?: number) => NativeEventFd;
+  readonly Watcher: new (fd: number, callback: (status: number) => void) => NativeWatcher;
+  readonly Socket: {
+    listen(path: string, mode: number, backlog: number): NativeSocket;
+    connect(path: string): NativeSocket;
+    readonly AGAIN: number;
+    readonly EOF: number;
+    readonly NO_FD: number;
+  };
+}
+
+/** The package root: the nearest folder above this file with the addon's binding.gyp. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new LoadError('cannot find the ivshmem package root (no binding.gyp above lib/)');
+    dir = parent;
+  }
+}
+
+function minimumNode(root: string): string | null {
+  try {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+    return pkg.engines?.node ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Why loading failed, each with what to do about it (after sharp's lib/sharp.mjs). */
+function explain(root: string, cause: unknown): LoadError {
+  const causes: string[] = [];
+  const help: string[] = [];
+  if (process.platform !== 'linux') {
+    causes.push(`this is ${process.platform}; ivshmem needs Linux (POSIX shm, eventfd, SCM_RIGHTS)`);
+  }
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  if (major < 20 || (major === 20 && minor < 19)) {
+    causes.push(`Node ${process.versions.node} is older than ${minimumNode(root) ?? '>=20.19'}`);
+    help.push('Upgrade Node.js to 20.19 or later.');
+  }
+  const built = join(root, 'build', 'Release', 'ivshmem.node');
+  if (!existsSync(built)) {
+    causes.push(`the addon has not been built (${built} does not exist)`);
+    help.push(
+      'Build it: `npm rebuild ivshmem` (in this repository: `npm install` or `npm run build:native`).',
+      'Building needs a C++17 compiler (g++ or clang), make and python3: on Debian/Ubuntu `apt-get install -y build-essential python3`.',
+    );
+  } else {
+    causes.push(`the built addon ${built} failed to load: ${(cause as Error)?.message ?? String(cause)}`);
+    help.push(
+      'If Node was upgraded or the package was copied from another machine, rebuild it: `npm rebuild ivshmem`.',
+    );
+  }
+  if (process.versions.electron) {
+    causes.push('Electron\'s V8 sandbox refuses external ArrayBuffers, which shared memory needs');
+  }
+  const message = [
+    'Could not load the ivshmem native addon.',
+    'Possible causes:',
+    ...causes.map((c) => `- ${c}`),
+    'Possible solutions:',
+    ...help.map((h) => `- ${h}`),
+  ].join('\n');
+  return new LoadError(message, { cause });
+}
+
+function load(): NativeBinding {
+  const root = packageRoot();
+  const require = createRequire(import.meta.url);
+  try {
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the one untyped boundary
+    return nodeGypBuild(root) as any as NativeBinding;
+  } catch (cause) {
+    throw explain(root, cause);
+  }
+}
+
+export const native: NativeBinding = load();

@@ -1,0 +1,127 @@
+/**
+ * Readiness of an fd on this thread's event loop (libuv uv_poll_t, level-triggered): emits
+ * 'readable' while data waits, so the listener must consume it (drain an eventfd, recv a
+ * socket) or the loop spins.
+ */
+import { EventEmitter } from 'node:events';
+import { native, type NativeWatcher } from './binding.js';
+import { ClosedError } from './errors.js';
+import * as check from './validate.js';
+
+export interface FdWatcherEvents {
+  readable: [];
+  error: [error: Error];
+  close: [];
+}
+
+export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposable {
+  readonly #native: NativeWatcher;
+  readonly #fd: number;
+  #closed = false;
+
+  /** Watches `fd` (not owned: close the watcher before the fd). Call start() to begin. */
+  constructor(fd: number) {
+    super();
+    this.#fd = check.fd('fd', fd);
+    this.#native = new native.Watcher(fd, (status) => this.#onPoll(status));
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** Begins emitting 'readable'. Idempotent. */
+  start(): this {
+    this.#live().start();
+    return this;
+  }
+
+  /** Stops emitting without closing; start() resumes. */
+  stop(): this {
+    this.#live().stop();
+    return this;
+  }
+
+  /** An active watcher keeps the process alive (the default). */
+  ref(): this {
+    this.#live().ref();
+    return this;
+  }
+
+  /** Lets the process exit even while this watcher is active. */
+  unref(): this {
+    this.#live().unref();
+    return this;
+  }
+
+  hasRef(): boolean {
+    return !this.#closed && this.#native.hasRef();
+  }
+
+  get active(): boolean {
+    return !this.#closed && this.#native.active;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops and releases the libuv handle. Idempotent; safe from inside a 'readable' listener. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.close();
+    this.emit('close');
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Yields once per readiness; the consumer must drain before the next step. Ends on close(). */
+  async *[Symbol.asyncIterator](): AsyncGenerator<void, void, undefined> {
+    let wake: (() => void) | null = null;
+    let ready = false;
+    const onReadable = (): void => {
+      ready = true;
+      // Level-triggered: stop until the consumer has had its turn, or the loop would spin.
+      if (!this.#closed) this.#native.stop();
+      wake?.();
+    };
+    const onClose = (): void => wake?.();
+    this.on('readable', onReadable);
+    this.on('close', onClose);
+    try {
+      this.start();
+      while (!this.#closed) {
+        if (!ready) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = null;
+          if (!ready) break;
+        }
+        ready = false;
+        yield;
+        if (!this.#closed) this.#native.start();
+      }
+    } finally {
+      this.off('readable', onReadable);
+      this.off('close', onClose);
+    }
+  }
+
+  #onPoll(status: number): void {
+    if (this.#closed) return;
+    if (status < 0) {
+      this.emit('error', new Error(`polling fd ${this.#fd} failed (libuv status ${status})`));
+      return;
+    }
+    this.emit('readable');
+  }
+
+  #live(): NativeWatcher {
+    if (this.#closed) throw new ClosedError('FdWatcher');
+    return this.#native;
+  }
+}

@@ -1,0 +1,48 @@
+// A MAP_SHARED mapping of a whole fd (POSIX shm, memfd, or an fd received from elsewhere),
+// shown to JS as one external ArrayBuffer.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "addon.h"
+
+namespace ivshmem {
+
+// The mapped bytes. Shared by the Mapping and the ArrayBuffer's finalizer, so the memory
+// outlives whichever of the two goes last, unless close() detached the buffer first.
+struct Region {
+  void* addr = nullptr;
+  size_t size = 0;
+  void Unmap();
+  ~Region() { Unmap(); }
+};
+
+class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
+  // new Mapping(fd, size): takes ownership of fd (closed on failure too). size > 0 first
+  // ftruncates the object to that size; size 0 maps the size the object already has.
+  explicit Mapping(const Napi::CallbackInfo& info);
+  ~Mapping() override;
+  void Teardown() override;
+
+  // For the doorbell hot path: the base of the mapping, or null once closed.
+  uint8_t* Base() const { return region_ ? static_cast<uint8_t*>(region_->addr) : nullptr; }
+  size_t Size() const { return region_ ? region_->size : 0; }
+  static Mapping* Unwrap(Napi::Value value);
+
+ private:
+  Napi::Value GetBuffer(const Napi::CallbackInfo& info);
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value GetSize(const Napi::CallbackInfo& info);
+  Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  void Release();
+
+  std::shared_ptr<Region> region_;
+  int fd_ = -1;
+  Napi::Reference<Napi::ArrayBuffer> buffer_;
+};
+
+}  // namespace ivshmem

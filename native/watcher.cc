@@ -1,0 +1,145 @@
+#include "watcher.h"
+
+#include "errors.h"
+
+namespace ivshmem {
+
+void Watcher::Init(Napi::Env env, Napi::Object exports, AddonData* data) {
+  Napi::Function ctor = DefineClass(env, "Watcher",
+                                    {
+                                        InstanceMethod<&Watcher::Start>("start"),
+                                        InstanceMethod<&Watcher::Stop>("stop"),
+                                        InstanceMethod<&Watcher::Ref>("ref"),
+                                        InstanceMethod<&Watcher::Unref>("unref"),
+                                        InstanceMethod<&Watcher::HasRef>("hasRef"),
+                                        InstanceAccessor<&Watcher::GetActive>("active"),
+                                        InstanceAccessor<&Watcher::GetClosed>("closed"),
+                                        InstanceMethod<&Watcher::Close>("close"),
+                                    });
+  data->watcherCtor = Napi::Persistent(ctor);
+  exports.Set("Watcher", ctor);
+}
+
+Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(info), Resource(info.Env()) {
+  Napi::Env env = info.Env();
+  fd_ = info[0].As<Napi::Number>().Int32Value();
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    throw Napi::Error::New(env, "napi_get_uv_event_loop failed");
+  }
+  auto* handle = new Handle{};
+  int err = uv_poll_init(loop, &handle->poll, fd_);
+  if (err != 0) {
+    delete handle;
+    throw SystemError(env, -err, "uv_poll_init", FdDetail(fd_));
+  }
+  handle->owner = this;
+  handle->data = data_;
+  handle->poll.data = handle;
+  handle_ = handle;
+  callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+  context_ = std::make_unique<Napi::AsyncContext>(env, "ivshmem:FdWatcher");
+}
+
+Watcher::~Watcher() {
+  // Backstop only: a watcher that is still active keeps its JS object alive through the
+  // callback reference, so reaching here means it was idle or never closed by its owner.
+  CloseHandle();
+  Unregister();
+}
+
+void Watcher::CloseHandle() {
+  if (handle_ == nullptr) return;
+  uv_poll_stop(&handle_->poll);
+  handle_->owner = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll), OnClosed);
+  handle_->data->HandleClosing();
+  handle_ = nullptr;
+}
+
+void Watcher::OnClosed(uv_handle_t* raw) {
+  auto* handle = static_cast<Handle*>(raw->data);
+  AddonData* data = handle->data;
+  delete handle;
+  data->HandleClosed();
+}
+
+void Watcher::Teardown() {
+  CloseHandle();
+  // No JS runs any more; let go of the references without calling into the engine.
+  callback_.SuppressDestruct();
+  context_.release();
+  Unregister();
+}
+
+void Watcher::OnPoll(uv_poll_t* poll, int status, int) {
+  auto* handle = static_cast<Handle*>(poll->data);
+  if (handle->owner != nullptr) handle->owner->Dispatch(status);
+}
+
+void Watcher::Dispatch(int status) {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  dispatching_ = true;
+  try {
+    // MakeCallback, not Call: it runs the microtask queue afterwards, as Node's own handles do.
+    callback_.MakeCallback(Value(), {Napi::Number::New(env, status)}, *context_);
+  } catch (const Napi::Error& e) {
+    // A throwing listener becomes an uncaught exception, exactly as from any Node callback.
+    napi_fatal_exception(env, e.Value());
+  }
+  dispatching_ = false;
+  if (handle_ == nullptr) ReleaseCallback();  // closed from inside the callback
+}
+
+void Watcher::ReleaseCallback() {
+  callback_.Reset();
+  context_.reset();
+}
+
+Napi::Value Watcher::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_ == nullptr) throw Napi::Error::New(env, "watcher is closed");
+  int err = uv_poll_start(&handle_->poll, UV_READABLE, OnPoll);
+  if (err != 0) throw SystemError(env, -err, "uv_poll_start", FdDetail(fd_));
+  return env.Undefined();
+}
+
+Napi::Value Watcher::Stop(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_poll_stop(&handle_->poll);
+  return info.Env().Undefined();
+}
+
+Napi::Value Watcher::Ref(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.Env().Undefined();
+}
+
+Napi::Value Watcher::Unref(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.Env().Undefined();
+}
+
+Napi::Value Watcher::HasRef(const Napi::CallbackInfo& info) {
+  bool ref = handle_ != nullptr && uv_has_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return Napi::Boolean::New(info.Env(), ref);
+}
+
+Napi::Value Watcher::GetActive(const Napi::CallbackInfo& info) {
+  bool active = handle_ != nullptr && uv_is_active(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return Napi::Boolean::New(info.Env(), active);
+}
+
+Napi::Value Watcher::GetClosed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), handle_ == nullptr);
+}
+
+Napi::Value Watcher::Close(const Napi::CallbackInfo& info) {
+  CloseHandle();
+  // The async context is still in use while the callback runs; Dispatch releases it then.
+  if (!dispatching_) ReleaseCallback();
+  Unregister();
+  return info.Env().Undefined();
+}
+
+}  // namespace ivshmem
