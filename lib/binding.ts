@@ -26,7 +26,8 @@ export interface NativeEventFd {
 }
 
 export interface NativeWatcher {
-  start(): void;
+  /** events: 1 readable (default), 2 writable, 3 both. */
+  start(events?: number): void;
   stop(): void;
   ref(): void;
   unref(): void;
@@ -59,7 +60,7 @@ export interface NativeBinding {
   readonly constants: { readonly O_RDWR: number; readonly O_CREAT: number; readonly O_EXCL: number };
   readonly Mapping: new (fd: number, size: number) => NativeMapping;
   readonly EventFd: new (fd?: number) => NativeEventFd;
-  readonly Watcher: new (fd: number, callback: (status: number) => void) => NativeWatcher;
+  readonly Watcher: new (fd: number, callback: (status: number, events: number) => void) => NativeWatcher;
   readonly Socket: {
     listen(path: string, mode: number, backlog: number): NativeSocket;
     connect(path: string): NativeSocket;

@@ -4,3 +4,17 @@ export { EventFd } from './eventfd.js';
 export { FdWatcher, type FdWatcherEvents } from './watcher.js';
 export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './unix-socket.js';
 export { closeFd } from './fd.js';
+export * from './protocol.js';
+export {
+  PeerServer,
+  DEFAULT_SOCKET_PATH,
+  DEFAULT_SIZE,
+  DEFAULT_MAX_PEERS,
+  MAX_SERVER_VECTORS,
+  roundUpToPowerOfTwo,
+  type PeerServerOptions,
+  type PeerServerEvents,
+  type PeerInfo,
+  type LeaveReason,
+} from './server.js';
+export { Peer, type PeerOptions, type PeerEvents } from './peer.js';

@@ -8,8 +8,13 @@ import { native, type NativeWatcher } from './binding.js';
 import { ClosedError } from './errors.js';
 import * as check from './validate.js';
 
+const READABLE = 1;
+const WRITABLE = 2;
+
 export interface FdWatcherEvents {
   readable: [];
+  /** Only when started with `{ writable: true }`. */
+  writable: [];
   error: [error: Error];
   close: [];
 }
@@ -18,21 +23,27 @@ export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposab
   readonly #native: NativeWatcher;
   readonly #fd: number;
   #closed = false;
+  #events = READABLE;
 
   /** Watches `fd` (not owned: close the watcher before the fd). Call start() to begin. */
   constructor(fd: number) {
     super();
     this.#fd = check.fd('fd', fd);
-    this.#native = new native.Watcher(fd, (status) => this.#onPoll(status));
+    this.#native = new native.Watcher(fd, (status, events) => this.#onPoll(status, events));
   }
 
   get fd(): number {
     return this.#fd;
   }
 
-  /** Begins emitting 'readable'. Idempotent. */
-  start(): this {
-    this.#live().start();
+  /**
+   * Begins emitting 'readable' (and 'writable' when asked; a socket is writable almost always,
+   * so ask only while output is queued). Calling it again changes the events watched.
+   */
+  start(events: { readable?: boolean; writable?: boolean } = {}): this {
+    const mask = (events.readable === false ? 0 : READABLE) | (events.writable === true ? WRITABLE : 0);
+    this.#events = mask;
+    this.#live().start(mask);
     return this;
   }
 
@@ -103,7 +114,7 @@ export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposab
         }
         ready = false;
         yield;
-        if (!this.#closed) this.#native.start();
+        if (!this.#closed) this.#native.start(this.#events);
       }
     } finally {
       this.off('readable', onReadable);
@@ -111,13 +122,14 @@ export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposab
     }
   }
 
-  #onPoll(status: number): void {
+  #onPoll(status: number, events: number): void {
     if (this.#closed) return;
     if (status < 0) {
       this.emit('error', new Error(`polling fd ${this.#fd} failed (libuv status ${status})`));
       return;
     }
-    this.emit('readable');
+    if (events & READABLE) this.emit('readable');
+    if (events & WRITABLE && !this.#closed) this.emit('writable');
   }
 
   #live(): NativeWatcher {

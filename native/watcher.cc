@@ -72,18 +72,19 @@ void Watcher::Teardown() {
   Unregister();
 }
 
-void Watcher::OnPoll(uv_poll_t* poll, int status, int) {
+void Watcher::OnPoll(uv_poll_t* poll, int status, int events) {
   auto* handle = static_cast<Handle*>(poll->data);
-  if (handle->owner != nullptr) handle->owner->Dispatch(status);
+  if (handle->owner != nullptr) handle->owner->Dispatch(status, events);
 }
 
-void Watcher::Dispatch(int status) {
+void Watcher::Dispatch(int status, int events) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
   dispatching_ = true;
   try {
     // MakeCallback, not Call: it runs the microtask queue afterwards, as Node's own handles do.
-    callback_.MakeCallback(Value(), {Napi::Number::New(env, status)}, *context_);
+    callback_.MakeCallback(Value(), {Napi::Number::New(env, status), Napi::Number::New(env, events)},
+                           *context_);
   } catch (const Napi::Error& e) {
     // A throwing listener becomes an uncaught exception, exactly as from any Node callback.
     napi_fatal_exception(env, e.Value());
@@ -100,7 +101,10 @@ void Watcher::ReleaseCallback() {
 Napi::Value Watcher::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (handle_ == nullptr) throw Napi::Error::New(env, "watcher is closed");
-  int err = uv_poll_start(&handle_->poll, UV_READABLE, OnPoll);
+  // start(events): 1 = readable (the default), 2 = writable, 3 = both (libuv's UV_* values).
+  int events = info[0].IsUndefined() ? UV_READABLE : info[0].As<Napi::Number>().Int32Value();
+  events &= UV_READABLE | UV_WRITABLE;
+  int err = uv_poll_start(&handle_->poll, events, OnPoll);
   if (err != 0) throw SystemError(env, -err, "uv_poll_start", FdDetail(fd_));
   return env.Undefined();
 }

@@ -14,8 +14,9 @@ namespace ivshmem {
 class Watcher : public Napi::ObjectWrap<Watcher>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
-  // new Watcher(fd, callback): the fd stays owned by the caller; callback(status) runs on the
-  // loop when fd is readable (status 0) or polling failed (status < 0, a libuv error).
+  // new Watcher(fd, callback): the fd stays owned by the caller; callback(status, events) runs
+  // on the loop when fd is ready (status 0, events = UV_READABLE/UV_WRITABLE bits) or polling
+  // failed (status < 0, a libuv error).
   explicit Watcher(const Napi::CallbackInfo& info);
   ~Watcher() override;
   void Teardown() override;
@@ -38,7 +39,7 @@ class Watcher : public Napi::ObjectWrap<Watcher>, public Resource {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void CloseHandle();
-  void Dispatch(int status);
+  void Dispatch(int status, int events);
   void ReleaseCallback();
 
   Handle* handle_ = nullptr;

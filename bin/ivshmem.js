@@ -1,0 +1,8 @@
+#!/usr/bin/env node
+// The `ivshmem` command; its code is compiled from lib/cli/ into dist/.
+import { main } from '../dist/lib/cli/main.js';
+
+main(process.argv).catch((error) => {
+  process.stderr.write(`ivshmem: ${error?.message ?? error}\n`);
+  process.exitCode = typeof error?.exitCode === 'number' ? error.exitCode : 1;
+});

@@ -1,0 +1,290 @@
+/**
+ * Peer: one participant of an ivshmem network, the way QEMU's ivshmem-doorbell device and
+ * ivshmem-client are. Works against our PeerServer or QEMU's own ivshmem-server.
+ */
+import { EventEmitter, on } from 'node:events';
+import { EventFd } from './eventfd.js';
+import { ClosedError, RefusedError, TimeoutError } from './errors.js';
+import { native } from './binding.js';
+import { ClientDecoder, decodeMessage, type ClientEvent } from './protocol.js';
+import { SharedMemory } from './shared-memory.js';
+import { UnixSocket } from './unix-socket.js';
+import type { FdWatcher } from './watcher.js';
+import * as check from './validate.js';
+
+export interface PeerOptions {
+  /**
+   * Own vectors to wait for before `connect()` resolves. Without it the connect sequence is
+   * taken as complete once own vectors have arrived and the socket has nothing more to read
+   * (servers send the whole sequence at once); own vectors arriving later are still added.
+   */
+  vectors?: number;
+  /** Give up connecting after this many ms (default 5000). */
+  timeout?: number;
+  /** Largest vector count accepted per peer (default 64, as QEMU's contrib server). */
+  maxVectors?: number;
+}
+
+export interface PeerEvents {
+  /** Own vector `vector` was rung (`count` rings coalesced since the last delivery). */
+  interrupt: [vector: number, count: number];
+  'peer-joined': [id: number];
+  'peer-left': [id: number];
+  /** The server went away. Known peers can still be rung; no joins or leaves will be seen. */
+  'server-lost': [error: Error | null];
+  close: [];
+}
+
+export class Peer extends EventEmitter<PeerEvents> implements Disposable {
+  #id = -1;
+  #shm: SharedMemory | null = null;
+  readonly #socket: UnixSocket;
+  readonly #socketWatcher: FdWatcher;
+  readonly #decoder: ClientDecoder<number>;
+  readonly #own: EventFd[] = [];
+  readonly #ownWatchers: FdWatcher[] = [];
+  readonly #others = new Map<number, EventFd[]>();
+  #connected = false;
+  #serverLost = false;
+  #closed = false;
+  #settle: ((error: Error | null) => void) | null = null;
+  readonly #expectedVectors: number | undefined;
+
+  private constructor(socket: UnixSocket, options: PeerOptions) {
+    super();
+    this.#socket = socket;
+    this.#expectedVectors = options.vectors;
+    this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
+    this.#socketWatcher = socket.watch();
+    this.#socketWatcher.on('readable', () => this.#readAll());
+  }
+
+  /** Connects, completes the connect sequence, and maps the shared memory. */
+  static async connect(socketPath: string, options: PeerOptions = {}): Promise<Peer> {
+    check.string('socketPath', socketPath);
+    if (options.vectors !== undefined) check.integer('vectors', options.vectors, 1, 1024);
+    const timeout = check.integer('timeout', options.timeout ?? 5000, 1);
+    const peer = new Peer(UnixSocket.connect(socketPath), options);
+    const done = new Promise<Error | null>((resolve) => {
+      peer.#settle = resolve;
+    });
+    const timer = setTimeout(
+      () => peer.#fail(new TimeoutError(`no complete connect sequence from ${socketPath} within ${timeout} ms`)),
+      timeout,
+    );
+    peer.#socketWatcher.start();
+    const error = await done;
+    clearTimeout(timer);
+    if (error !== null) {
+      peer.close();
+      throw error;
+    }
+    return peer;
+  }
+
+  /** Own peer ID, assigned by the server. */
+  get id(): number {
+    return this.#id;
+  }
+
+  /** The shared memory, mapped. */
+  get shm(): SharedMemory {
+    if (this.#shm === null || this.#closed) throw new ClosedError('Peer');
+    return this.#shm;
+  }
+
+  /** Own interrupt vectors. */
+  get vectors(): number {
+    return this.#own.length;
+  }
+
+  get serverLost(): boolean {
+    return this.#serverLost;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Other known peers and their vector counts, in the order the server announced them. */
+  peers(): { id: number; vectors: number }[] {
+    return [...this.#others].map(([id, fds]) => ({ id, vectors: fds.length }));
+  }
+
+  /** Vectors of peer `id` (own ID included); 0 if unknown. */
+  vectorsOf(id: number): number {
+    if (id === this.#id) return this.#own.length;
+    return this.#others.get(id)?.length ?? 0;
+  }
+
+  /**
+   * Rings `peer` on `vector` (its eventfd for that vector). Ringing oneself is allowed.
+   * RangeError for a peer or vector this peer does not know.
+   */
+  ring(peer: number, vector = 0): void {
+    if (this.#closed) throw new ClosedError('Peer');
+    check.integer('peer', peer, 0, 65535);
+    check.integer('vector', vector, 0, 65535);
+    const fds = peer === this.#id ? this.#own : this.#others.get(peer);
+    if (fds === undefined) throw new RangeError(`peer ${peer} is not known to peer ${this.#id}`);
+    const fd = fds[vector];
+    if (fd === undefined) throw new RangeError(`peer ${peer} has no vector ${vector} (it has ${fds.length})`);
+    fd.signal();
+  }
+
+  /** The eventfd that rings `peer` on `vector`, for the doorbell hot path; undefined if unknown. */
+  eventFdOf(peer: number, vector = 0): EventFd | undefined {
+    return (peer === this.#id ? this.#own : this.#others.get(peer))?.[vector];
+  }
+
+  /** Interrupts as an async iterator: `{ vector, count }`, optionally of one vector only. Ends on close. */
+  async *interrupts(vector?: number): AsyncGenerator<{ vector: number; count: number }, void, undefined> {
+    if (vector !== undefined) check.integer('vector', vector, 0, 65535);
+    const controller = new AbortController();
+    const onClose = (): void => controller.abort();
+    this.once('close', onClose);
+    try {
+      for await (const [v, count] of on(this, 'interrupt', { signal: controller.signal }) as AsyncIterable<[number, number]>) {
+        if (vector === undefined || v === vector) yield { vector: v, count };
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    } finally {
+      this.off('close', onClose);
+    }
+  }
+
+  /** Leaves the network: closes the socket, the watchers, every eventfd and the mapping. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socketWatcher.close();
+    this.#socket.close();
+    for (const w of this.#ownWatchers) w.close();
+    for (const e of this.#own) e.close();
+    for (const fds of this.#others.values()) for (const e of fds) e.close();
+    this.#others.clear();
+    this.#shm?.close();
+    this.#settle?.(new ClosedError('Peer'));
+    this.#settle = null;
+    this.emit('close');
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #readAll(): void {
+    for (;;) {
+      if (this.#closed || this.#serverLost) return;
+      let received;
+      try {
+        received = this.#socket.recv();
+      } catch (error) {
+        this.#lose(error as Error);
+        return;
+      }
+      if (received.kind === 'again') {
+        // The server sends the whole sequence at once: nothing more to read means it is done.
+        if (!this.#connected && this.#expectedVectors === undefined && this.#own.length > 0) this.#ready();
+        return;
+      }
+      if (received.kind === 'eof') {
+        try {
+          this.#decoder.end(received.partial);
+          this.#lose(null);
+        } catch (error) {
+          this.#lose(error as Error);
+        }
+        return;
+      }
+      let event: ClientEvent<number> | null;
+      try {
+        event = this.#decoder.push(decodeMessage(received.data), received.fd);
+      } catch (error) {
+        if (received.fd !== null) native.closeFd(received.fd);
+        this.#lose(error as Error);
+        return;
+      }
+      if (event === null) continue;
+      try {
+        this.#apply(event);
+      } catch (error) {
+        // e.g. the shm fd cannot be mapped, or an fd is not an eventfd: the server is broken.
+        this.#lose(error as Error);
+        return;
+      }
+    }
+  }
+
+  #apply(event: ClientEvent<number>): void {
+    switch (event.type) {
+      case 'hello':
+        this.#id = event.id;
+        this.#shm = SharedMemory.fromFd(event.shm);
+        return;
+      case 'vector': {
+        const eventfd = EventFd.adopt(event.fd);
+        if (event.own) {
+          this.#own.push(eventfd);
+          this.#watchOwn(event.vector, eventfd);
+          if (!this.#connected && this.#own.length === this.#expectedVectors) this.#ready();
+          return;
+        }
+        let fds = this.#others.get(event.peer);
+        if (fds === undefined) {
+          fds = [];
+          this.#others.set(event.peer, fds);
+        }
+        fds.push(eventfd);
+        // A peer joining after we connected is announced once its first vector arrives.
+        if (this.#connected && event.vector === 0) this.emit('peer-joined', event.peer);
+        return;
+      }
+      case 'peer-left': {
+        const fds = this.#others.get(event.peer) ?? [];
+        this.#others.delete(event.peer);
+        for (const e of fds) e.close();
+        if (this.#connected) this.emit('peer-left', event.peer);
+        return;
+      }
+    }
+  }
+
+  #watchOwn(vector: number, eventfd: EventFd): void {
+    const watcher = eventfd.watch((count) => this.emit('interrupt', vector, count));
+    this.#ownWatchers.push(watcher);
+  }
+
+  #ready(): void {
+    this.#connected = true;
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(null);
+  }
+
+  #fail(error: Error): void {
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(error);
+  }
+
+  /** The server is gone (EOF or a protocol error). Before the sequence completed that is a failure. */
+  #lose(error: Error | null): void {
+    this.#socketWatcher.close();
+    if (!this.#connected) {
+      this.#fail(
+        error ??
+          new RefusedError(
+            this.#decoder.helloDone
+              ? 'the server closed the connection during the connect sequence'
+              : 'the server closed the connection before the connect sequence (full, or not an ivshmem server)',
+          ),
+      );
+      return;
+    }
+    this.#serverLost = true;
+    this.emit('server-lost', error);
+  }
+}
+
