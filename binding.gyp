@@ -8,7 +8,8 @@
         "native/mapping.cc",
         "native/eventfd.cc",
         "native/watcher.cc",
-        "native/socket.cc"
+        "native/socket.cc",
+        "native/doorbell.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "doorbell.h"
 #include "errors.h"
 #include "eventfd.h"
 #include "mapping.h"
@@ -85,6 +86,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EventFd::Init(env, exports, data);
   Watcher::Init(env, exports, data);
   Socket::Init(env, exports, data);
+  Doorbell::Init(env, exports, data);
   return exports;
 }
 

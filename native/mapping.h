@@ -31,6 +31,8 @@ class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
   uint8_t* Base() const { return region_ ? static_cast<uint8_t*>(region_->addr) : nullptr; }
   size_t Size() const { return region_ ? region_->size : 0; }
   static Mapping* Unwrap(Napi::Value value);
+  // The region itself, for native users that must notice a close (its addr becomes null).
+  std::shared_ptr<Region> RegionPtr() const { return region_; }
 
  private:
   Napi::Value GetBuffer(const Napi::CallbackInfo& info);

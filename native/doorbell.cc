@@ -1,0 +1,373 @@
+#include "doorbell.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "errors.h"
+
+namespace ivshmem {
+
+// Return codes of the hot functions, beside 0 (suppressed / nothing) and 1 (signalled).
+static constexpr int32_t kUnknownPeer = -1;
+static constexpr int32_t kNoBitmask = -2;
+
+bool DoorbellState::Signal(int fd) {
+  uint64_t one = 1;
+  ssize_t w;
+  do {
+    w = write(fd, &one, sizeof one);
+  } while (w < 0 && errno == EINTR);
+  counters.eventfdWrites++;
+  return w == sizeof one;
+}
+
+void DoorbellState::CloseFds() {
+  for (int& fd : fds) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+  for (int& fd : own) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+}
+
+// ---- hot path: raw Node-API functions, `data` = DoorbellState --------------------------------
+
+static DoorbellState* StateOf(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
+  void* data = nullptr;
+  napi_get_cb_info(env, info, argc, argv, nullptr, &data);
+  auto* state = static_cast<std::shared_ptr<DoorbellState>*>(data)->get();
+  if (!state->Usable()) {
+    napi_throw_error(env, "ERR_IVSHMEM_CLOSED", "Doorbell is closed (or its shared memory is)");
+    return nullptr;
+  }
+  return state;
+}
+
+static napi_value Int(napi_env env, int32_t v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
+static bool ArgU32(napi_env env, napi_value v, uint32_t* out, const char* name) {
+  if (napi_get_value_uint32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string(name) + " must be a number").c_str());
+    return false;
+  }
+  return true;
+}
+
+static napi_value ThrowErrno(napi_env env, int err, const char* syscall, int fd) {
+  napi_throw(env, SystemError(Napi::Env(env), err, syscall, FdDetail(fd)).Value());
+  return nullptr;
+}
+
+// ring(dest) -> 1 signalled (made the 0->1 edge), 0 suppressed, -1 unknown peer, -2 no bitmask.
+// The order is the protocol's: full fence after the caller published its work, load, and only
+// if the bit is clear a fetch_or; only the sender that turned it from 0 to 1 writes the eventfd.
+static napi_value Ring(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  DoorbellState* s = StateOf(env, info, &argc, argv);
+  if (s == nullptr) return nullptr;
+  uint32_t dest;
+  if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
+  int fd = s->FdOf(dest, 0);
+  if (fd < 0 || dest >= s->words * 64) return Int(env, kUnknownPeer);
+  s->counters.rings++;
+  uint64_t bit = uint64_t{1} << (dest & 63);
+  uint64_t* word = s->Word(s->pendingOffset, dest >> 6);
+  // Without this fence the load below may pass the caller's stores of the work (store-load
+  // reordering, allowed on x86) and the receiver could clear its bit without seeing the work.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (__atomic_load_n(word, __ATOMIC_SEQ_CST) & bit) {
+    s->counters.suppressed++;
+    return Int(env, 0);
+  }
+  if (__atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST) & bit) {
+    s->counters.suppressed++;  // another sender made the edge between our load and our or
+    return Int(env, 0);
+  }
+  s->counters.signals++;
+  if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+  return Int(env, 1);
+}
+
+// broadcast() -> how many peers were signalled. Sets the bits of every known live peer but
+// self, and signals exactly those whose bits were clear.
+static napi_value Broadcast(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  DoorbellState* s = StateOf(env, info, &argc, nullptr);
+  if (s == nullptr) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
+  int32_t signalled = 0;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  for (uint32_t w = 0; w < s->words; w++) {
+    uint64_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
+    if ((s->self >> 6) == w) mask &= ~(uint64_t{1} << (s->self & 63));
+    if (mask == 0) continue;
+    uint64_t old = __atomic_fetch_or(s->Word(s->pendingOffset, w), mask, __ATOMIC_SEQ_CST);
+    uint64_t edges = mask & ~old;
+    s->counters.rings += __builtin_popcountll(mask);
+    s->counters.suppressed += __builtin_popcountll(mask & old);
+    while (edges != 0) {
+      uint32_t peer = w * 64 + static_cast<uint32_t>(__builtin_ctzll(edges));
+      edges &= edges - 1;
+      int fd = s->FdOf(peer, 0);
+      s->counters.signals++;
+      if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+      signalled++;
+    }
+  }
+  return Int(env, signalled);
+}
+
+// signal(dest, vector) -> 1, or -1 if that peer/vector has no eventfd. The plain eventfd ring
+// of the register designs (no bits), counted like the rest.
+static napi_value SignalFn(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  DoorbellState* s = StateOf(env, info, &argc, argv);
+  if (s == nullptr) return nullptr;
+  uint32_t dest, vector = 0;
+  if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
+  if (argc > 1 && !ArgU32(env, argv[1], &vector, "vector")) return nullptr;
+  if (vector >= s->vectors) return Int(env, kUnknownPeer);
+  int fd = dest == s->self ? (vector < s->own.size() ? s->own[vector] : -1) : s->FdOf(dest, vector);
+  if (fd < 0) return Int(env, kUnknownPeer);
+  if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+  return Int(env, 1);
+}
+
+// ack() -> 1 if the own bit was set. Clears it (seq_cst); the caller must then re-check its
+// work sources, since a sender that saw the bit still set did not signal.
+static napi_value Ack(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  DoorbellState* s = StateOf(env, info, &argc, nullptr);
+  if (s == nullptr) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
+  uint64_t bit = uint64_t{1} << (s->self & 63);
+  s->counters.acks++;
+  uint64_t old = __atomic_fetch_and(s->Word(s->pendingOffset, s->self >> 6), ~bit, __ATOMIC_SEQ_CST);
+  return Int(env, (old & bit) ? 1 : 0);
+}
+
+// pending() -> 1 if the own bit is set.
+static napi_value Pending(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  DoorbellState* s = StateOf(env, info, &argc, nullptr);
+  if (s == nullptr) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
+  uint64_t bit = uint64_t{1} << (s->self & 63);
+  return Int(env, (__atomic_load_n(s->Word(s->pendingOffset, s->self >> 6), __ATOMIC_SEQ_CST) & bit) ? 1 : 0);
+}
+
+// wake(vector) -> the count drained from the own eventfd (0: spurious). Called when the event
+// loop reports it readable; drains first, as the protocol requires, before the caller acts.
+static napi_value Wake(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  DoorbellState* s = StateOf(env, info, &argc, argv);
+  if (s == nullptr) return nullptr;
+  uint32_t vector = 0;
+  if (argc > 0 && !ArgU32(env, argv[0], &vector, "vector")) return nullptr;
+  if (vector >= s->own.size() || s->own[vector] < 0) return Int(env, kUnknownPeer);
+  int fd = s->own[vector];
+  s->counters.wakeups++;
+  double total = 0;
+  for (;;) {
+    uint64_t value;
+    ssize_t r = read(fd, &value, sizeof value);
+    s->counters.eventfdReads++;
+    if (r == sizeof value) {
+      total += static_cast<double>(value);
+      // Not semaphore mode: one read took the whole count. Skip the read that would find EAGAIN.
+      break;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) break;
+    return ThrowErrno(env, r < 0 ? errno : EIO, "read", fd);
+  }
+  if (total == 0) {
+    s->counters.spurious++;
+  } else {
+    s->counters.interrupts++;
+  }
+  napi_value out;
+  napi_create_double(env, total, &out);
+  return out;
+}
+
+// ---- lifecycle and table (not hot) --------------------------------------------------------------
+
+void Doorbell::Init(Napi::Env env, Napi::Object exports, AddonData*) {
+  Napi::Function ctor = DefineClass(env, "Doorbell",
+                                    {
+                                        InstanceMethod<&Doorbell::SetPeer>("setPeer"),
+                                        InstanceMethod<&Doorbell::RemovePeer>("removePeer"),
+                                        InstanceMethod<&Doorbell::SetOwn>("setOwn"),
+                                        InstanceMethod<&Doorbell::GetCounters>("counters"),
+                                        InstanceMethod<&Doorbell::ResetCounters>("resetCounters"),
+                                        InstanceMethod<&Doorbell::Close>("close"),
+                                    });
+  exports.Set("Doorbell", ctor);
+}
+
+static void DropState(napi_env, void* data, void*) { delete static_cast<std::shared_ptr<DoorbellState>*>(data); }
+
+static uint32_t OptU32(Napi::Object options, const char* key, uint32_t fallback) {
+  Napi::Value v = options.Get(key);
+  return v.IsUndefined() ? fallback : v.As<Napi::Number>().Uint32Value();
+}
+
+Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(info), Resource(info.Env()) {
+  Napi::Env env = info.Env();
+  Mapping* mapping = Mapping::Unwrap(info[0]);
+  if (mapping == nullptr) throw Napi::TypeError::New(env, "mapping must be a native Mapping");
+  if (mapping->Base() == nullptr) throw Napi::Error::New(env, "the mapping is closed");
+  Napi::Object options = info[1].As<Napi::Object>();
+  state_ = std::make_shared<DoorbellState>();
+  DoorbellState& s = *state_;
+  s.region = mapping->RegionPtr();
+  s.self = OptU32(options, "self", 0);
+  s.vectors = OptU32(options, "vectors", 1);
+  s.words = OptU32(options, "words", 0);
+  s.pendingOffset = OptU32(options, "pendingOffset", 0);
+  s.liveOffset = OptU32(options, "liveOffset", 0);
+  if (s.vectors == 0) throw Napi::RangeError::New(env, "vectors must be at least 1");
+  if (s.words > 0) {
+    size_t end = std::max<size_t>(s.pendingOffset, s.liveOffset) + size_t{s.words} * 8;
+    if (s.pendingOffset % 8 != 0 || s.liveOffset % 8 != 0 || end > mapping->Size()) {
+      throw Napi::RangeError::New(env, "bit words must be 8-byte aligned and inside the mapping");
+    }
+    if (s.self >= s.words * 64) throw Napi::RangeError::New(env, "self is beyond the bit words");
+    s.known.assign(s.words, 0);
+  }
+  // The hot functions, each holding its own share of the state.
+  Napi::Object self = info.This().As<Napi::Object>();
+  struct Entry {
+    const char* name;
+    napi_callback cb;
+  };
+  for (Entry e : {Entry{"ring", Ring}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
+                  Entry{"ack", Ack}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
+    auto* share = new std::shared_ptr<DoorbellState>(state_);
+    napi_value fn;
+    if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.cb, share, &fn) != napi_ok ||
+        napi_add_finalizer(env, fn, share, DropState, nullptr, nullptr) != napi_ok) {
+      delete share;
+      throw Napi::Error::New(env, "could not create the doorbell functions");
+    }
+    self.Set(e.name, Napi::Value(env, fn));
+  }
+}
+
+Doorbell::~Doorbell() { Release(); }
+
+void Doorbell::Release() {
+  if (state_) {
+    state_->closed = true;
+    state_->CloseFds();
+    state_->region.reset();
+    state_.reset();
+  }
+  Unregister();
+}
+
+void Doorbell::Teardown() { Release(); }
+
+static int DupCloexec(Napi::Env env, int fd) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) ThrowSystemError(env, errno, "dup", FdDetail(fd));
+  return copy;
+}
+
+static DoorbellState& Live(Napi::Env env, const std::shared_ptr<DoorbellState>& state) {
+  if (!state || !state->Usable()) {
+    Napi::Error e = Napi::Error::New(env, "Doorbell is closed (or its shared memory is)");
+    e.Set("code", "ERR_IVSHMEM_CLOSED");
+    throw e;
+  }
+  return *state;
+}
+
+// setPeer(id, fds[]): the eventfds that ring peer `id`, by vector. Kept as private dups so that
+// the caller closing its EventFd can never make us write to a reused fd number.
+Napi::Value Doorbell::SetPeer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DoorbellState& s = Live(env, state_);
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Array list = info[1].As<Napi::Array>();
+  if (id > 65535) throw Napi::RangeError::New(env, "peer id must be 0..65535");
+  size_t need = (static_cast<size_t>(id) + 1) * s.vectors;
+  if (s.fds.size() < need) s.fds.resize(need, -1);
+  for (uint32_t v = 0; v < s.vectors; v++) {
+    int& slot = s.fds[static_cast<size_t>(id) * s.vectors + v];
+    if (slot >= 0) close(slot);
+    slot = -1;
+    if (v < list.Length()) slot = DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value());
+  }
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] |= uint64_t{1} << (id & 63);
+  return env.Undefined();
+}
+
+Napi::Value Doorbell::RemovePeer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DoorbellState& s = Live(env, state_);
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  for (uint32_t v = 0; v < s.vectors; v++) {
+    size_t i = static_cast<size_t>(id) * s.vectors + v;
+    if (i < s.fds.size() && s.fds[i] >= 0) {
+      close(s.fds[i]);
+      s.fds[i] = -1;
+    }
+  }
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] &= ~(uint64_t{1} << (id & 63));
+  return env.Undefined();
+}
+
+// setOwn(fds[]): own eventfds by vector (dups), drained by wake().
+Napi::Value Doorbell::SetOwn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DoorbellState& s = Live(env, state_);
+  Napi::Array list = info[0].As<Napi::Array>();
+  for (int& fd : s.own) {
+    if (fd >= 0) close(fd);
+  }
+  s.own.assign(list.Length(), -1);
+  for (uint32_t v = 0; v < list.Length(); v++) s.own[v] = DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
+Napi::Value Doorbell::GetCounters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  DoorbellCounters c = state_ ? state_->counters : DoorbellCounters{};
+  out.Set("rings", c.rings);
+  out.Set("suppressed", c.suppressed);
+  out.Set("signals", c.signals);
+  out.Set("eventfdWrites", c.eventfdWrites);
+  out.Set("eventfdReads", c.eventfdReads);
+  out.Set("wakeups", c.wakeups);
+  out.Set("spurious", c.spurious);
+  out.Set("interrupts", c.interrupts);
+  out.Set("acks", c.acks);
+  return out;
+}
+
+Napi::Value Doorbell::ResetCounters(const Napi::CallbackInfo& info) {
+  if (state_) state_->counters = DoorbellCounters{};
+  return info.Env().Undefined();
+}
+
+Napi::Value Doorbell::Close(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}
+
+}  // namespace ivshmem
