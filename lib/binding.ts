@@ -49,6 +49,52 @@ export interface NativeSocket {
   close(): void;
 }
 
+export interface DoorbellCounters {
+  rings: number;
+  suppressed: number;
+  signals: number;
+  eventfdWrites: number;
+  eventfdReads: number;
+  wakeups: number;
+  spurious: number;
+  interrupts: number;
+  acks: number;
+}
+
+export interface DoorbellOptions {
+  self: number;
+  /** Bitmask mode when > 0: 64-bit words of pending and live bits at these byte offsets. */
+  words?: number;
+  pendingOffset?: number;
+  liveOffset?: number;
+}
+
+/** Return codes of the hot functions besides 0 and 1. */
+export const UNKNOWN_PEER = -1;
+export const NO_BITMASK = -2;
+
+export interface NativeDoorbell {
+  setPeer(id: number, fds: number[]): void;
+  removePeer(id: number): void;
+  setOwn(fds: number[]): void;
+  counters(): DoorbellCounters;
+  resetCounters(): void;
+  close(): void;
+  /** 1 made the 0->1 edge and signalled, 0 suppressed, UNKNOWN_PEER, NO_BITMASK. */
+  readonly ring: (dest: number) => number;
+  /** Peers signalled. */
+  readonly broadcast: () => number;
+  /** Plain eventfd write to (dest, vector): 1, or UNKNOWN_PEER. */
+  readonly signal: (dest: number, vector?: number) => number;
+  /** Clears the own pending bit: 1 if it was set. */
+  readonly ack: () => number;
+  /** Sets the own pending bit without signalling: 1 if it was already set. */
+  readonly claim: () => number;
+  readonly pending: () => number;
+  /** Drains own eventfd `vector`: the count (0 = spurious wakeup). */
+  readonly wake: (vector?: number) => number;
+}
+
 export interface NativeBinding {
   shmOpen(name: string, oflag: number, mode: number): number;
   shmUnlink(name: string): void;
@@ -61,6 +107,7 @@ export interface NativeBinding {
   readonly Mapping: new (fd: number, size: number) => NativeMapping;
   readonly EventFd: new (fd?: number) => NativeEventFd;
   readonly Watcher: new (fd: number, callback: (status: number, events: number) => void) => NativeWatcher;
+  readonly Doorbell: new (mapping: NativeMapping, options: DoorbellOptions) => NativeDoorbell;
   readonly Socket: {
     listen(path: string, mode: number, backlog: number): NativeSocket;
     connect(path: string): NativeSocket;

@@ -18,3 +18,6 @@ export {
   type LeaveReason,
 } from './server.js';
 export { Peer, type PeerOptions, type PeerEvents } from './peer.js';
+export { BitmaskDoorbell, type ReceiveOptions } from './bitmask-doorbell.js';
+export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './header.js';
+export type { DoorbellCounters } from './binding.js';

@@ -5,11 +5,12 @@
 import { EventEmitter, on } from 'node:events';
 import { EventFd } from './eventfd.js';
 import { ClosedError, RefusedError, TimeoutError } from './errors.js';
-import { native } from './binding.js';
+import { native, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
+import { readHeader, type HeaderLayout } from './header.js';
 import { ClientDecoder, decodeMessage, type ClientEvent } from './protocol.js';
-import { SharedMemory } from './shared-memory.js';
+import { nativeMappingOf, SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
-import type { FdWatcher } from './watcher.js';
+import { FdWatcher } from './watcher.js';
 import * as check from './validate.js';
 
 export interface PeerOptions {
@@ -23,6 +24,11 @@ export interface PeerOptions {
   timeout?: number;
   /** Largest vector count accepted per peer (default 64, as QEMU's contrib server). */
   maxVectors?: number;
+  /**
+   * Require the bitmask header (a server started with `bitmask: true`); connect() fails with
+   * a HeaderError if the shared memory has none, or another version.
+   */
+  bitmask?: boolean;
 }
 
 export interface PeerEvents {
@@ -49,11 +55,16 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   #closed = false;
   #settle: ((error: Error | null) => void) | null = null;
   readonly #expectedVectors: number | undefined;
+  readonly #bitmask: boolean;
+  #layout: HeaderLayout | null = null;
+  // Every eventfd write and read goes through here, so it is counted where it happens.
+  #doorbell: NativeDoorbell | null = null;
 
   private constructor(socket: UnixSocket, options: PeerOptions) {
     super();
     this.#socket = socket;
     this.#expectedVectors = options.vectors;
+    this.#bitmask = options.bitmask === true;
     this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
     this.#socketWatcher = socket.watch();
     this.#socketWatcher.on('readable', () => this.#readAll());
@@ -125,11 +136,35 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     if (this.#closed) throw new ClosedError('Peer');
     check.integer('peer', peer, 0, 65535);
     check.integer('vector', vector, 0, 65535);
-    const fds = peer === this.#id ? this.#own : this.#others.get(peer);
-    if (fds === undefined) throw new RangeError(`peer ${peer} is not known to peer ${this.#id}`);
-    const fd = fds[vector];
-    if (fd === undefined) throw new RangeError(`peer ${peer} has no vector ${vector} (it has ${fds.length})`);
-    fd.signal();
+    if (this.#doorbell!.signal(peer, vector) === UNKNOWN_PEER) {
+      const known = this.vectorsOf(peer);
+      throw new RangeError(
+        known === 0 && peer !== this.#id
+          ? `peer ${peer} is not known to peer ${this.#id}`
+          : `peer ${peer} has no vector ${vector} (it has ${known})`,
+      );
+    }
+  }
+
+  /** The bitmask header's layout (only for a peer connected with `bitmask: true`). */
+  get header(): HeaderLayout {
+    if (this.#layout === null) throw new RangeError('this peer was not connected with bitmask: true');
+    return this.#layout;
+  }
+
+  /** @internal The native doorbell of this peer, for the bitmask API and the device models. */
+  get nativeDoorbell(): NativeDoorbell {
+    if (this.#closed || this.#doorbell === null) throw new ClosedError('Peer');
+    return this.#doorbell;
+  }
+
+  /** Kernel crossings and doorbell events counted natively since connect (or the last reset). */
+  counters(): DoorbellCounters {
+    return this.nativeDoorbell.counters();
+  }
+
+  resetCounters(): void {
+    this.nativeDoorbell.resetCounters();
   }
 
   /** The eventfd that rings `peer` on `vector`, for the doorbell hot path; undefined if unknown. */
@@ -164,6 +199,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     for (const e of this.#own) e.close();
     for (const fds of this.#others.values()) for (const e of fds) e.close();
     this.#others.clear();
+    this.#doorbell?.close();
     this.#shm?.close();
     this.#settle?.(new ClosedError('Peer'));
     this.#settle = null;
@@ -219,14 +255,29 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
 
   #apply(event: ClientEvent<number>): void {
     switch (event.type) {
-      case 'hello':
+      case 'hello': {
         this.#id = event.id;
         this.#shm = SharedMemory.fromFd(event.shm);
+        if (this.#bitmask) {
+          this.#layout = readHeader(this.#shm.buffer);
+          if (event.id >= this.#layout.maxPeers) {
+            throw new RangeError(`peer ID ${event.id} is beyond the header's ${this.#layout.maxPeers} bits`);
+          }
+        }
+        const layout = this.#layout;
+        this.#doorbell = new native.Doorbell(nativeMappingOf(this.#shm), {
+          self: event.id,
+          ...(layout === null
+            ? {}
+            : { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset }),
+        });
         return;
+      }
       case 'vector': {
         const eventfd = EventFd.adopt(event.fd);
         if (event.own) {
           this.#own.push(eventfd);
+          this.#doorbell!.setOwn(this.#own.map((e) => e.fd));
           this.#watchOwn(event.vector, eventfd);
           if (!this.#connected && this.#own.length === this.#expectedVectors) this.#ready();
           return;
@@ -237,6 +288,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
           this.#others.set(event.peer, fds);
         }
         fds.push(eventfd);
+        this.#doorbell!.setPeer(event.peer, fds.map((e) => e.fd));
         // A peer joining after we connected is announced once its first vector arrives.
         if (this.#connected && event.vector === 0) this.emit('peer-joined', event.peer);
         return;
@@ -244,6 +296,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
       case 'peer-left': {
         const fds = this.#others.get(event.peer) ?? [];
         this.#others.delete(event.peer);
+        this.#doorbell!.removePeer(event.peer);
         for (const e of fds) e.close();
         if (this.#connected) this.emit('peer-left', event.peer);
         return;
@@ -252,7 +305,14 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   }
 
   #watchOwn(vector: number, eventfd: EventFd): void {
-    const watcher = eventfd.watch((count) => this.emit('interrupt', vector, count));
+    const watcher = new FdWatcher(eventfd.fd);
+    watcher.on('readable', () => {
+      if (this.#closed) return;
+      // Drain first (counted natively), then deliver; a level-triggered poll would spin otherwise.
+      const count = this.#doorbell!.wake(vector);
+      if (count > 0) this.emit('interrupt', vector, count);
+    });
+    watcher.start();
     this.#ownWatchers.push(watcher);
   }
 

@@ -12,6 +12,7 @@ import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMess
 import { SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
 import { FdWatcher } from './watcher.js';
+import { BitWords, headerLayout, writeHeader, type HeaderLayout } from './header.js';
 import * as check from './validate.js';
 
 export const DEFAULT_SOCKET_PATH = '/tmp/ivshmem_socket';
@@ -36,6 +37,12 @@ export interface PeerServerOptions {
   maxPeers?: number;
   /** Socket file permissions (default 0o600). */
   mode?: number;
+  /**
+   * Lay out the bitmask header (docs/header.md) at the start of the shared memory: pending
+   * and live bits for `maxPeers` peers, maintained by the server. IDs then stay below the
+   * header's bit count (maxPeers rounded up to 64). Default false.
+   */
+  bitmask?: boolean;
   /**
    * Close on SIGINT/SIGTERM (default true). If nothing else listens for the signal, it is
    * raised again after closing so the process ends as it would have.
@@ -98,18 +105,33 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   #closed = false;
   readonly #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
 
-  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'handleSignals'>> & {
+  /** The bitmask header's layout, or null without `bitmask`. */
+  readonly header: HeaderLayout | null;
+  readonly #pending: BitWords | null = null;
+  readonly #live: BitWords | null = null;
+  /** IDs wrap here: 65536, or the header's bit count in bitmask mode. */
+  readonly #idLimit: number;
+
+  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'handleSignals' | 'bitmask'>> & {
     shmName: string | undefined;
     handleSignals: boolean;
+    bitmask: boolean;
   }) {
     super();
     this.socketPath = options.socketPath;
     this.vectors = options.vectors;
     this.maxPeers = options.maxPeers;
     this.requestedSize = options.size;
-    this.size = roundUpToPowerOfTwo(options.size);
+    this.header = options.bitmask ? headerLayout(options.maxPeers) : null;
+    this.#idLimit = this.header === null ? MAX_PEER_ID + 1 : this.header.maxPeers;
+    this.size = roundUpToPowerOfTwo(Math.max(options.size, this.header === null ? 0 : this.header.dataOffset + 1));
     removeStaleSocket(this.socketPath);
     this.shm = SharedMemory.create({ size: this.size, ...(options.shmName === undefined ? {} : { name: options.shmName }) });
+    if (this.header !== null) {
+      writeHeader(this.shm.buffer, this.header);
+      this.#pending = new BitWords(this.shm.buffer, this.header.pendingOffset, this.header.words);
+      this.#live = new BitWords(this.shm.buffer, this.header.liveOffset, this.header.words);
+    }
     try {
       this.#listener = UnixSocket.listen(this.socketPath, { mode: options.mode, backlog: 10 });
     } catch (error) {
@@ -140,7 +162,13 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const mode = check.integer('mode', options.mode ?? 0o600, 0, 0o777);
     if (options.shmName !== undefined) check.string('shmName', options.shmName);
     const handleSignals = options.handleSignals === undefined ? true : check.bool('handleSignals', options.handleSignals);
-    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, handleSignals });
+    const bitmask = options.bitmask === undefined ? false : check.bool('bitmask', options.bitmask);
+    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, handleSignals, bitmask });
+  }
+
+  /** Where the application's bytes begin: after the header in bitmask mode, else 0. */
+  get dataOffset(): number {
+    return this.header?.dataOffset ?? 0;
   }
 
   /** The peers connected now, in connect order. */
@@ -233,6 +261,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
 
     const others = [...this.#clients.values()];
     this.#clients.set(id, client);
+    // A fresh peer starts with no pending interrupt, and is live before anyone hears of it.
+    this.#pending?.clear(id);
+    this.#live?.set(id);
     // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
     // newcomer's fds to everyone else, then everyone else's to it, then its own.
     this.#send(client, greeting(id, this.shm.fd));
@@ -245,11 +276,11 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     if (this.#clients.get(id) === client) this.emit('peer-joined', { id, vectors: this.vectors });
   }
 
-  /** IDs count up from 0 and wrap at 65536, skipping IDs in use: a departed ID is not reused soon. */
+  /** IDs count up from 0 and wrap (at 65536, or the header's bits), skipping IDs in use: a departed ID is not reused soon. */
   #allocateId(): number {
     for (;;) {
       const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) % (MAX_PEER_ID + 1);
+      this.#nextId = (this.#nextId + 1) % this.#idLimit;
       if (!this.#clients.has(id)) return id;
     }
   }
@@ -307,6 +338,11 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     client.queue.length = 0;
     const info = { id: client.id, vectors: client.eventfds.length };
     for (const e of client.eventfds) e.close();
+    // Not live any more, and a bit it left set must not suppress rings to a future holder of the ID.
+    if (!this.shm.closed) {
+      this.#live?.clear(client.id);
+      this.#pending?.clear(client.id);
+    }
     if (notify) {
       for (const other of [...this.#clients.values()]) this.#send(other, [leave(client.id)]);
     }

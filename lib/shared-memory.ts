@@ -11,6 +11,16 @@ import * as check from './validate.js';
 
 const NAME_MAX = 255;
 
+// The native mapping behind each SharedMemory, for the doorbell (kept off the public surface).
+const mappings = new WeakMap<SharedMemory, NativeMapping>();
+
+/** @internal The native mapping, for native users of the same memory (the doorbell). */
+export function nativeMappingOf(shm: SharedMemory): NativeMapping {
+  const mapping = mappings.get(shm);
+  if (mapping === undefined || shm.closed) throw new ClosedError('SharedMemory');
+  return mapping;
+}
+
 /** '/name' from 'name' or '/name'; RangeError for empty, nested or over-long names. */
 export function normalizeShmName(name: unknown): string {
   const raw = check.string('name', name);
@@ -48,6 +58,7 @@ export class SharedMemory implements Disposable {
     this.#mapping = mapping;
     this.#name = name;
     this.#size = mapping.size;
+    mappings.set(this, mapping);
   }
 
   /** Creates a named POSIX shm object (when `name` is given) or a memfd, sized and mapped. */

@@ -23,15 +23,16 @@ bool DoorbellState::Signal(int fd) {
   return w == sizeof one;
 }
 
+void DoorbellState::ClosePeer(uint32_t peer) {
+  if (peer >= fds.size()) return;
+  for (int fd : fds[peer]) close(fd);
+  fds[peer].clear();
+}
+
 void DoorbellState::CloseFds() {
-  for (int& fd : fds) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  }
-  for (int& fd : own) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  }
+  for (uint32_t p = 0; p < fds.size(); p++) ClosePeer(p);
+  for (int fd : own) close(fd);
+  own.clear();
 }
 
 // ---- hot path: raw Node-API functions, `data` = DoorbellState --------------------------------
@@ -137,8 +138,7 @@ static napi_value SignalFn(napi_env env, napi_callback_info info) {
   uint32_t dest, vector = 0;
   if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
   if (argc > 1 && !ArgU32(env, argv[1], &vector, "vector")) return nullptr;
-  if (vector >= s->vectors) return Int(env, kUnknownPeer);
-  int fd = dest == s->self ? (vector < s->own.size() ? s->own[vector] : -1) : s->FdOf(dest, vector);
+  int fd = s->FdOf(dest, vector);
   if (fd < 0) return Int(env, kUnknownPeer);
   if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
   return Int(env, 1);
@@ -154,6 +154,18 @@ static napi_value Ack(napi_env env, napi_callback_info info) {
   uint64_t bit = uint64_t{1} << (s->self & 63);
   s->counters.acks++;
   uint64_t old = __atomic_fetch_and(s->Word(s->pendingOffset, s->self >> 6), ~bit, __ATOMIC_SEQ_CST);
+  return Int(env, (old & bit) ? 1 : 0);
+}
+
+// claim() -> 1 if the own bit was already set. Sets it without signalling: a receiver that
+// keeps working (or busy-polls) after a re-check found more work keeps senders suppressed.
+static napi_value Claim(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  DoorbellState* s = StateOf(env, info, &argc, nullptr);
+  if (s == nullptr) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
+  uint64_t bit = uint64_t{1} << (s->self & 63);
+  uint64_t old = __atomic_fetch_or(s->Word(s->pendingOffset, s->self >> 6), bit, __ATOMIC_SEQ_CST);
   return Int(env, (old & bit) ? 1 : 0);
 }
 
@@ -235,11 +247,9 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
   DoorbellState& s = *state_;
   s.region = mapping->RegionPtr();
   s.self = OptU32(options, "self", 0);
-  s.vectors = OptU32(options, "vectors", 1);
   s.words = OptU32(options, "words", 0);
   s.pendingOffset = OptU32(options, "pendingOffset", 0);
   s.liveOffset = OptU32(options, "liveOffset", 0);
-  if (s.vectors == 0) throw Napi::RangeError::New(env, "vectors must be at least 1");
   if (s.words > 0) {
     size_t end = std::max<size_t>(s.pendingOffset, s.liveOffset) + size_t{s.words} * 8;
     if (s.pendingOffset % 8 != 0 || s.liveOffset % 8 != 0 || end > mapping->Size()) {
@@ -255,7 +265,7 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
     napi_callback cb;
   };
   for (Entry e : {Entry{"ring", Ring}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
-                  Entry{"ack", Ack}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
+                  Entry{"ack", Ack}, Entry{"claim", Claim}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
     auto* share = new std::shared_ptr<DoorbellState>(state_);
     napi_value fn;
     if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.cb, share, &fn) != napi_ok ||
@@ -304,14 +314,17 @@ Napi::Value Doorbell::SetPeer(const Napi::CallbackInfo& info) {
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   Napi::Array list = info[1].As<Napi::Array>();
   if (id > 65535) throw Napi::RangeError::New(env, "peer id must be 0..65535");
-  size_t need = (static_cast<size_t>(id) + 1) * s.vectors;
-  if (s.fds.size() < need) s.fds.resize(need, -1);
-  for (uint32_t v = 0; v < s.vectors; v++) {
-    int& slot = s.fds[static_cast<size_t>(id) * s.vectors + v];
-    if (slot >= 0) close(slot);
-    slot = -1;
-    if (v < list.Length()) slot = DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value());
+  if (id == s.self) throw Napi::RangeError::New(env, "use setOwn for the own eventfds");
+  std::vector<int> dups;
+  try {
+    for (uint32_t v = 0; v < list.Length(); v++) dups.push_back(DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value()));
+  } catch (...) {
+    for (int fd : dups) close(fd);
+    throw;
   }
+  if (s.fds.size() <= id) s.fds.resize(static_cast<size_t>(id) + 1);
+  s.ClosePeer(id);
+  s.fds[id] = std::move(dups);
   if (s.words > 0 && id < s.words * 64) s.known[id >> 6] |= uint64_t{1} << (id & 63);
   return env.Undefined();
 }
@@ -320,13 +333,7 @@ Napi::Value Doorbell::RemovePeer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DoorbellState& s = Live(env, state_);
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-  for (uint32_t v = 0; v < s.vectors; v++) {
-    size_t i = static_cast<size_t>(id) * s.vectors + v;
-    if (i < s.fds.size() && s.fds[i] >= 0) {
-      close(s.fds[i]);
-      s.fds[i] = -1;
-    }
-  }
+  s.ClosePeer(id);
   if (s.words > 0 && id < s.words * 64) s.known[id >> 6] &= ~(uint64_t{1} << (id & 63));
   return env.Undefined();
 }
@@ -336,11 +343,15 @@ Napi::Value Doorbell::SetOwn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DoorbellState& s = Live(env, state_);
   Napi::Array list = info[0].As<Napi::Array>();
-  for (int& fd : s.own) {
-    if (fd >= 0) close(fd);
+  std::vector<int> dups;
+  try {
+    for (uint32_t v = 0; v < list.Length(); v++) dups.push_back(DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value()));
+  } catch (...) {
+    for (int fd : dups) close(fd);
+    throw;
   }
-  s.own.assign(list.Length(), -1);
-  for (uint32_t v = 0; v < list.Length(); v++) s.own[v] = DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value());
+  for (int fd : s.own) close(fd);
+  s.own = std::move(dups);
   return env.Undefined();
 }
 

@@ -30,12 +30,11 @@ struct DoorbellCounters {
 struct DoorbellState {
   std::shared_ptr<Region> region;
   uint32_t self = 0;
-  uint32_t vectors = 1;
   // Bitmask mode (words > 0): byte offsets of the pending and live words in the region.
   uint32_t words = 0;
   uint32_t pendingOffset = 0;
   uint32_t liveOffset = 0;
-  std::vector<int> fds;             // [peer * vectors + vector] -> eventfd (our dup), or -1
+  std::vector<std::vector<int>> fds;  // [peer][vector] -> eventfd (our dup)
   std::vector<int> own;             // own eventfds by vector (our dups)
   std::vector<uint64_t> known;      // peers with eventfds, as bits by ID (bitmask mode)
   DoorbellCounters counters;
@@ -45,9 +44,10 @@ struct DoorbellState {
     return reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(region->addr) + offset) + index;
   }
   int FdOf(uint32_t peer, uint32_t vector) const {
-    size_t i = static_cast<size_t>(peer) * vectors + vector;
-    return i < fds.size() ? fds[i] : -1;
+    if (peer == self) return vector < own.size() ? own[vector] : -1;
+    return peer < fds.size() && vector < fds[peer].size() ? fds[peer][vector] : -1;
   }
+  void ClosePeer(uint32_t peer);
   bool Usable() const { return !closed && region && region->addr != nullptr; }
   // write(2) of 1 to an eventfd, counted. False if the kernel refused (errno set).
   bool Signal(int fd);
@@ -58,7 +58,7 @@ struct DoorbellState {
 class Doorbell : public Napi::ObjectWrap<Doorbell>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
-  // new Doorbell(mapping, { self, vectors, words, pendingOffset, liveOffset })
+  // new Doorbell(mapping, { self, words, pendingOffset, liveOffset })
   explicit Doorbell(const Napi::CallbackInfo& info);
   ~Doorbell() override;
   void Teardown() override;

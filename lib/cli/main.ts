@@ -1,6 +1,8 @@
 /** The `ivshmem` command line. Each subcommand lives in its own file under lib/cli/. */
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { addPeerCommand } from './peer.js';
+import { addServerCommand } from './server.js';
 
 function packageVersion(): string {
   const url = new URL('../../../package.json', import.meta.url);
@@ -13,6 +15,8 @@ export function buildProgram(): Command {
     .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError()
     .configureOutput({ outputError: (text, write) => write(text) });
+  addServerCommand(program);
+  addPeerCommand(program);
   return program;
 }
 
