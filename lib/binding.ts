@@ -69,6 +69,19 @@ export interface DoorbellOptions {
   liveOffset?: number;
 }
 
+/** Positions of the counters in `NativeDoorbell.countersBuffer` (a Float64Array view). */
+export const COUNTER_INDEX = {
+  rings: 0,
+  suppressed: 1,
+  signals: 2,
+  eventfdWrites: 3,
+  eventfdReads: 4,
+  wakeups: 5,
+  spurious: 6,
+  interrupts: 7,
+  acks: 8,
+} as const satisfies Record<keyof DoorbellCounters, number>;
+
 /** Return codes of the hot functions besides 0 and 1. */
 export const UNKNOWN_PEER = -1;
 export const NO_BITMASK = -2;
@@ -82,6 +95,10 @@ export interface NativeDoorbell {
   close(): void;
   /** 1 made the 0->1 edge and signalled, 0 suppressed, UNKNOWN_PEER, NO_BITMASK. */
   readonly ring: (dest: number) => number;
+  /** The signalling half of a ring whose 0->1 edge the caller made: 1, or UNKNOWN_PEER. */
+  readonly edge: (dest: number) => number;
+  /** The counters (doubles, COUNTER_INDEX order) in native memory. */
+  readonly countersBuffer: ArrayBuffer;
   /** Peers signalled. */
   readonly broadcast: () => number;
   /** Plain eventfd write to (dest, vector): 1, or UNKNOWN_PEER. */

@@ -7,7 +7,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { ClosedError } from './errors.js';
-import { NO_BITMASK, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
+import { COUNTER_INDEX, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
 import type { Peer } from './peer.js';
 import * as check from './validate.js';
 
@@ -26,7 +26,13 @@ export interface ReceiveOptions {
 export class BitmaskDoorbell implements Disposable {
   readonly #peer: Peer;
   readonly #native: NativeDoorbell;
-  readonly #ring: (dest: number) => number;
+  readonly #edge: (dest: number) => number;
+  // The pending words as 32-bit halves (little-endian), for the JS fast path of ring().
+  readonly #pending32: Int32Array;
+  // Shared with the native counters: the fast path counts where the native code does.
+  readonly #counts: Float64Array;
+  // Peers that can be rung: a bit must never be set for a peer nobody can signal.
+  readonly #known: Uint8Array;
   #notified = false;
   #wake: (() => void) | null = null;
   #closed = false;
@@ -37,15 +43,35 @@ export class BitmaskDoorbell implements Disposable {
   };
   readonly #onClose = (): void => this.close();
 
-  /** Over a peer connected with `bitmask: true`; rings and wakeups use vector 0. */
-  constructor(peer: Peer) {
+  readonly #onClear: (() => void) | undefined;
+
+  /**
+   * Over a peer connected with `bitmask: true`; rings and wakeups use vector 0. `onClear` is
+   * told of every clear of the own bit (the device model counts it as a register write).
+   */
+  constructor(peer: Peer, options: { onClear?: () => void } = {}) {
     this.#peer = peer;
-    peer.header; // throws unless the peer has the bitmask header
+    this.#onClear = options.onClear;
+    const header = peer.header; // throws unless the peer has the bitmask header
     this.#native = peer.nativeDoorbell;
-    this.#ring = this.#native.ring;
+    this.#edge = this.#native.edge;
+    this.#pending32 = new Int32Array(peer.shm.buffer, header.pendingOffset, header.words * 2);
+    this.#counts = new Float64Array(this.#native.countersBuffer);
+    this.#known = new Uint8Array(header.maxPeers);
+    this.#known[peer.id] = 1;
+    for (const { id } of peer.peers()) if (id < header.maxPeers) this.#known[id] = 1;
+    peer.on('peer-joined', this.#onJoined);
+    peer.on('peer-left', this.#onLeft);
     peer.on('interrupt', this.#onInterrupt);
     peer.once('close', this.#onClose);
   }
+
+  readonly #onJoined = (id: number): void => {
+    if (id < this.#known.length) this.#known[id] = 1;
+  };
+  readonly #onLeft = (id: number): void => {
+    if (id < this.#known.length) this.#known[id] = 0;
+  };
 
   get id(): number {
     return this.#peer.id;
@@ -56,9 +82,19 @@ export class BitmaskDoorbell implements Disposable {
    * receiver's 0->1 edge (and wrote its eventfd), false if it was suppressed (bit already set).
    */
   ring(dest: number): boolean {
-    const result = this.#ring(dest);
-    if (result >= 0) return result === 1;
-    throw this.#ringError(result, dest);
+    if (this.#known[dest] !== 1 || this.#closed) throw this.#ringError(dest);
+    const bit = 1 << (dest & 31);
+    // Atomics.or is a sequentially consistent read-modify-write, i.e. a full fence: the
+    // caller's stores of the work cannot pass it (the fence of the protocol's step 2), and it
+    // tests and sets the bit in one step. A suppressed ring ends here, with no crossing into C++.
+    if ((Atomics.or(this.#pending32, dest >> 5, bit) & bit) !== 0) {
+      this.#counts[COUNTER_INDEX.rings]!++;
+      this.#counts[COUNTER_INDEX.suppressed]!++;
+      return false;
+    }
+    // This ring made the 0->1 edge: signal (native; counted there).
+    if (this.#edge(dest) === UNKNOWN_PEER) throw this.#ringError(dest);
+    return true;
   }
 
   /** Rings every other live peer; returns how many were signalled (the others were busy). */
@@ -90,6 +126,7 @@ export class BitmaskDoorbell implements Disposable {
         if (stopped()) return;
         if (busyPoll > 0 && (await this.#poll(hasWork, busyPoll, stopped))) continue;
         this.#native.ack();
+        this.#onClear?.();
         if (hasWork()) {
           // A sender saw the bit still set before the clear and did not signal: keep going,
           // and set the bit again so that senders stay quiet while we do.
@@ -131,6 +168,8 @@ export class BitmaskDoorbell implements Disposable {
     this.#closed = true;
     this.#peer.off('interrupt', this.#onInterrupt);
     this.#peer.off('close', this.#onClose);
+    this.#peer.off('peer-joined', this.#onJoined);
+    this.#peer.off('peer-left', this.#onLeft);
     this.#wake?.();
   }
 
@@ -161,10 +200,9 @@ export class BitmaskDoorbell implements Disposable {
     });
   }
 
-  #ringError(result: number, dest: number): Error {
-    if (this.#closed) return new ClosedError('BitmaskDoorbell');
-    if (result === UNKNOWN_PEER) return new RangeError(`peer ${dest} is not known to peer ${this.#peer.id}`);
-    if (result === NO_BITMASK) return new RangeError('the peer has no bitmask header');
-    return new Error(`ring returned ${result}`);
+  #ringError(dest: number): Error {
+    if (this.#closed || this.#peer.closed) return new ClosedError('BitmaskDoorbell');
+    check.integer('dest', dest, 0, 65535);
+    return new RangeError(`peer ${dest} is not known to peer ${this.#peer.id}`);
   }
 }

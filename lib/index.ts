@@ -21,3 +21,4 @@ export { Peer, type PeerOptions, type PeerEvents } from './peer.js';
 export { BitmaskDoorbell, type ReceiveOptions } from './bitmask-doorbell.js';
 export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './header.js';
 export type { DoorbellCounters } from './binding.js';
+export * from './devices/index.js';

@@ -99,6 +99,23 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
   return Int(env, 1);
 }
 
+// edge(dest) -> 1, or -1 if dest has no eventfd. The second half of a ring whose 0->1 edge the
+// caller already made in JS (Atomics.or on the same word, a full barrier): count and signal.
+static napi_value Edge(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  DoorbellState* s = StateOf(env, info, &argc, argv);
+  if (s == nullptr) return nullptr;
+  uint32_t dest;
+  if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
+  int fd = s->FdOf(dest, 0);
+  if (fd < 0) return Int(env, kUnknownPeer);
+  s->counters.rings++;
+  s->counters.signals++;
+  if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+  return Int(env, 1);
+}
+
 // broadcast() -> how many peers were signalled. Sets the bits of every known live peer but
 // self, and signals exactly those whose bits were clear.
 static napi_value Broadcast(napi_env env, napi_callback_info info) {
@@ -230,7 +247,10 @@ void Doorbell::Init(Napi::Env env, Napi::Object exports, AddonData*) {
   exports.Set("Doorbell", ctor);
 }
 
-static void DropState(napi_env, void* data, void*) { delete static_cast<std::shared_ptr<DoorbellState>*>(data); }
+// Finalizer of the functions (data) and of the counters buffer (hint): drop that share.
+static void DropState(napi_env, void* data, void* hint) {
+  delete static_cast<std::shared_ptr<DoorbellState>*>(hint != nullptr ? hint : data);
+}
 
 static uint32_t OptU32(Napi::Object options, const char* key, uint32_t fallback) {
   Napi::Value v = options.Get(key);
@@ -264,7 +284,7 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
     const char* name;
     napi_callback cb;
   };
-  for (Entry e : {Entry{"ring", Ring}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
+  for (Entry e : {Entry{"ring", Ring}, Entry{"edge", Edge}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
                   Entry{"ack", Ack}, Entry{"claim", Claim}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
     auto* share = new std::shared_ptr<DoorbellState>(state_);
     napi_value fn;
@@ -275,6 +295,16 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
     }
     self.Set(e.name, Napi::Value(env, fn));
   }
+  // The counters themselves, as doubles in native memory, so that the JS fast path of a
+  // suppressed ring counts into the same place as the native paths (no crossing needed).
+  auto* share = new std::shared_ptr<DoorbellState>(state_);
+  napi_value counters;
+  if (napi_create_external_arraybuffer(env, &state_->counters, sizeof(DoorbellCounters), DropState, share,
+                                       &counters) != napi_ok) {
+    delete share;
+    throw Napi::Error::New(env, "this runtime does not allow external ArrayBuffers");
+  }
+  self.Set("countersBuffer", Napi::Value(env, counters));
 }
 
 Doorbell::~Doorbell() { Release(); }

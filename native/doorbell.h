@@ -15,6 +15,7 @@
 
 namespace ivshmem {
 
+// Doubles, in this order, so that JS can see them as a Float64Array (binding.ts COUNTER_INDEX).
 struct DoorbellCounters {
   double rings = 0;          // ring() and each peer a broadcast() addressed
   double suppressed = 0;     // rings that found the pending bit already set: no syscall at all
