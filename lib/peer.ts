@@ -129,6 +129,34 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   }
 
   /**
+   * Resolves once peer `id` is known (its eventfds have arrived): joins are announced by the
+   * server asynchronously, so a peer that just connected elsewhere may not be known yet.
+   * Rejects with a TimeoutError after `timeout` ms (default 5000), or ClosedError on close.
+   */
+  waitForPeer(id: number, timeout = 5000): Promise<void> {
+    check.integer('id', id, 0, 65535);
+    check.integer('timeout', timeout, 0);
+    if (this.#closed) return Promise.reject(new ClosedError('Peer'));
+    if (this.vectorsOf(id) > 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: Error): void => {
+        clearTimeout(timer);
+        this.off('peer-joined', onJoined);
+        this.off('close', onClose);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const onJoined = (joined: number): void => {
+        if (joined === id) done();
+      };
+      const onClose = (): void => done(new ClosedError('Peer'));
+      const timer = setTimeout(() => done(new TimeoutError(`peer ${id} did not join within ${timeout} ms`)), timeout);
+      this.on('peer-joined', onJoined);
+      this.on('close', onClose);
+    });
+  }
+
+  /**
    * Rings `peer` on `vector` (its eventfd for that vector). Ringing oneself is allowed.
    * RangeError for a peer or vector this peer does not know.
    */
