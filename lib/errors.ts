@@ -24,6 +24,8 @@ export const ErrorCodes = {
   TIMEOUT: 'ERR_IVSHMEM_TIMEOUT',
   /** A message ring's header or indices are impossible. */
   CORRUPT: 'ERR_IVSHMEM_CORRUPT',
+  /** The peer at the other end of a channel left the network. */
+  PEER_LEFT: 'ERR_IVSHMEM_PEER_LEFT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -104,6 +106,14 @@ export class CorruptError extends IvshmemError {
   }
 }
 
+export class PeerLeftError extends IvshmemError {
+  readonly peer: number;
+  constructor(peer: number, message: string) {
+    super(ErrorCodes.PEER_LEFT, message);
+    this.peer = peer;
+  }
+}
+
 /** Shape of the system errors the native layer throws (the same as Node's own). */
 export interface SystemError extends Error {
   code: string;
@@ -133,6 +143,7 @@ export const isRefusedError = (e: unknown): e is RefusedError => hasCode(e, Erro
 export const isInUseError = (e: unknown): e is InUseError => hasCode(e, ErrorCodes.IN_USE);
 export const isTimeoutError = (e: unknown): e is TimeoutError => hasCode(e, ErrorCodes.TIMEOUT);
 export const isCorruptError = (e: unknown): e is CorruptError => hasCode(e, ErrorCodes.CORRUPT);
+export const isPeerLeftError = (e: unknown): e is PeerLeftError => hasCode(e, ErrorCodes.PEER_LEFT);
 
 export function isSystemError(error: unknown): error is SystemError {
   if (!(error instanceof Error)) return false;

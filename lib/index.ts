@@ -22,3 +22,20 @@ export { BitmaskDoorbell, type ReceiveOptions } from './bitmask-doorbell.js';
 export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './header.js';
 export type { DoorbellCounters } from './binding.js';
 export * from './devices/index.js';
+export {
+  ChannelProducer,
+  ChannelConsumer,
+  createChannel,
+  waitForChannel,
+  openDuplex,
+  createFanIn,
+  channelBytes,
+  maxMessage,
+  type CreateChannelOptions,
+  type ReceivedMessage,
+  type DuplexOptions,
+  type Duplex,
+  type FanInLayout,
+  type ProducerEvents,
+  type ConsumerEvents,
+} from './channel.js';

@@ -4,7 +4,7 @@
  * commands from stdin, one per line (see COMMANDS). With --json every event and every result
  * is one JSON object per line on stdout, for programs (and tests) to drive it.
  */
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { DEFAULT_SOCKET_PATH } from '../server.js';
 import { DEFAULT_MAX_VECTORS } from '../protocol.js';
@@ -74,6 +74,20 @@ quit, end of input, SIGINT and SIGTERM leave with status 0; a failed connect exi
 async function runPeer(flags: PeerFlags): Promise<void> {
   ignoreClosedOutput();
   const json = flags.json === true;
+  // Handlers go in first: a signal that arrives before them would kill the process outright.
+  let session: Session | null = null;
+  const onSignal = (): void => {
+    // While connecting there is nothing to tidy up yet (the socket goes with the process).
+    if (session === null) process.exit(0);
+    session.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const removeHandlers = (): void => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+
   let peer: Peer;
   try {
     peer = await Peer.connect(flags.socket, {
@@ -81,33 +95,30 @@ async function runPeer(flags: PeerFlags): Promise<void> {
       ...(flags.vectors === undefined ? {} : { vectors: flags.vectors }),
     });
   } catch (error) {
+    removeHandlers();
     const message = `cannot connect to ${flags.socket}: ${messageOf(error)}`;
     if (json) printLine(JSON.stringify({ event: 'error', message }));
     throw new CliError(message);
   }
-  new Session(peer, json).start();
+  session = new Session(peer, json, removeHandlers);
+  session.start();
 }
 
 class Session {
   readonly #peer: Peer;
   readonly #json: boolean;
+  readonly #onStop: () => void;
   #done = false;
-  #stop: () => void = () => {};
+  #input: Interface | null = null;
 
-  constructor(peer: Peer, json: boolean) {
+  constructor(peer: Peer, json: boolean, onStop: () => void) {
     this.#peer = peer;
     this.#json = json;
+    this.#onStop = onStop;
   }
 
   start(): void {
     const peer = this.#peer;
-    this.#report(
-      { event: 'connected', id: peer.id, vectors: peer.vectors, size: peer.shm.size, peers: peer.peers() },
-      [
-        `connected: id ${peer.id}, ${plural(peer.vectors, 'vector')}, ${peer.shm.size} bytes shared`,
-        peersLine(peer.peers()),
-      ],
-    );
     peer.on('interrupt', (vector, count) =>
       this.#report(
         { event: 'interrupt', vector, count },
@@ -122,25 +133,30 @@ class Session {
         error === null ? 'server lost' : `server lost: ${error.message}`,
       ),
     );
-
     const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
-    const onSignal = (): void => this.#stop();
-    this.#stop = () => {
-      if (this.#done) return;
-      this.#done = true;
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      peer.close();
-      input.close();
-      // Stop reading stdin so that nothing keeps the event loop alive: the process ends with 0.
-      process.stdin.destroy();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    this.#input = input;
     input.on('line', (line) => {
       if (!this.#done) this.#command(line);
     });
-    input.on('close', () => this.#stop());
+    input.on('close', () => this.stop());
+    // Last: whoever reads this line may act on it at once (send a signal, write a command).
+    this.#report(
+      { event: 'connected', id: peer.id, vectors: peer.vectors, size: peer.shm.size, peers: peer.peers() },
+      [
+        `connected: id ${peer.id}, ${plural(peer.vectors, 'vector')}, ${peer.shm.size} bytes shared`,
+        peersLine(peer.peers()),
+      ],
+    );
+  }
+
+  /** Leaves: closes the peer and stops reading stdin, so that the process ends with status 0. */
+  stop(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#onStop();
+    this.#peer.close();
+    this.#input?.close();
+    process.stdin.destroy();
   }
 
   #command(line: string): void {
@@ -162,7 +178,7 @@ class Session {
           return this.#report({ event: 'help', commands: [...COMMANDS] }, [...COMMANDS]);
         case 'quit':
         case 'exit':
-          return this.#stop();
+          return this.stop();
         default:
           throw new UsageError(`unknown command ${JSON.stringify(name)}; try: ring, peers, read, write, help, quit`);
       }

@@ -117,7 +117,27 @@ Example, with QEMU as a peer:
 
 function runServer(flags: ServerFlags): void {
   ignoreClosedOutput();
-  let server: PeerServer;
+  const pidFile = flags.pidFile;
+  let server: PeerServer | null = null;
+  // Handlers go in before the socket exists: a signal that arrived before them would kill the
+  // process outright and leave the socket file behind.
+  const shutdown = (): void => {
+    process.off('SIGINT', shutdown);
+    process.off('SIGTERM', shutdown);
+    // Closes every fd and removes the socket file and the named shm; announces the departures.
+    server?.close();
+    if (pidFile !== undefined) {
+      try {
+        unlinkSync(pidFile);
+      } catch {
+        // not written yet, or removed by someone else
+      }
+    }
+    // Nothing is left to keep the event loop alive: the process ends with status 0.
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+
   try {
     server = PeerServer.listen({
       socketPath: flags.socket,
@@ -128,36 +148,19 @@ function runServer(flags: ServerFlags): void {
       mode: flags.mode,
       handleSignals: false,
     });
-  } catch (error) {
-    throw new CliError(messageOf(error));
-  }
-
-  const pidFile = flags.pidFile;
-  if (pidFile !== undefined) {
-    try {
-      writeFileSync(pidFile, `${process.pid}\n`);
-    } catch (error) {
-      server.close();
-      throw new CliError(`cannot write the pid file: ${messageOf(error)}`);
-    }
-  }
-
-  const shutdown = (): void => {
-    process.off('SIGINT', shutdown);
-    process.off('SIGTERM', shutdown);
-    // Closes every fd and removes the socket file and the named shm; announces the departures.
-    server.close();
     if (pidFile !== undefined) {
       try {
-        unlinkSync(pidFile);
-      } catch {
-        // removed by someone else already
+        writeFileSync(pidFile, `${process.pid}\n`);
+      } catch (error) {
+        throw new Error(`cannot write the pid file: ${messageOf(error)}`);
       }
     }
-    // Nothing is left to keep the event loop alive: the process ends with status 0.
-  };
-  process.on('SIGINT', shutdown);
-  process.on('SIGTERM', shutdown);
+  } catch (error) {
+    server?.close();
+    process.off('SIGINT', shutdown);
+    process.off('SIGTERM', shutdown);
+    throw new CliError(messageOf(error));
+  }
 
   server.on('peer-joined', (peer) => printLine(`peer ${peer.id} joined`));
   server.on('peer-left', (peer, reason) => printLine(`peer ${peer.id} left (${reason})`));
