@@ -261,7 +261,10 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   #state(): SourceState {
     if (this.#resolveSpace === null) return 'idle';
     if (this.#closed || this.#consumerLeft || this.#hasSpace()) return 'actionable';
-    return 'waiting';
+    // Still no room. The consumer clears the flag when it rings us, so arm it again before
+    // this peer goes back to sleep, and look once more (the same order as #waitForSpace).
+    Atomics.store(this.#ring.words, Word.waiting, 1);
+    return this.#hasSpace() ? 'actionable' : 'waiting';
   }
 
   async #waitForSpace(need: number): Promise<void> {

@@ -18,7 +18,7 @@ const COMMANDS = [
   'read OFFSET LENGTH   hex dump of shared memory',
   'write OFFSET HEX     write bytes given as hex digits (e.g. deadbeef) into shared memory',
   'help                 this list',
-  'quit                 leave (as does end of input)',
+  'quit, exit           leave (as does end of input)',
 ] as const;
 
 interface PeerFlags {
