@@ -3,7 +3,7 @@
  * across realms (and for errors rebuilt from a child's JSON), the `code` does not.
  *
  * System errors thrown by the native layer are plain `Error`s shaped like Node's own:
- * `code` ('ENOENT'), `errno` (positive), `syscall` ('shm_open'), and the path or fd in the
+ * `code` ('ENOENT'), `errno` (negative, as Node's), `syscall` ('shm_open'), and the path or fd in the
  * message. `isSystemError()` recognises them.
  */
 

@@ -10,6 +10,8 @@ const MAX_COUNT = 2 ** 53 - 1; // what a JS number carries exactly; the kernel a
 export class EventFd implements Disposable {
   readonly #native: NativeEventFd;
   #closed = false;
+  // Watchers made by watch(): closed with the eventfd, before its fd number can be reused.
+  readonly #watchers = new Set<FdWatcher>();
 
   /** Creates a new eventfd (EFD_NONBLOCK | EFD_CLOEXEC, counter 0). */
   constructor();
@@ -56,13 +58,16 @@ export class EventFd implements Disposable {
       if (count > 0) onSignal(count);
     });
     watcher.start();
+    this.#watchers.add(watcher);
+    watcher.once('close', () => this.#watchers.delete(watcher));
     return watcher;
   }
 
-  /** Closes the fd. Idempotent. Close watchers on it first. */
+  /** Closes the fd, and the watchers made by watch(). Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const watcher of [...this.#watchers]) watcher.close();
     this.#native.close();
   }
 

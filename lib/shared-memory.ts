@@ -27,7 +27,7 @@ export function normalizeShmName(name: unknown): string {
   const full = raw.startsWith('/') ? raw : `/${raw}`;
   if (full.length === 1) throw new RangeError('name must not be empty');
   if (full.indexOf('/', 1) !== -1) throw new RangeError(`name must not contain '/' after the first character, got ${JSON.stringify(raw)}`);
-  if (full.length - 1 > NAME_MAX) throw new RangeError(`name must be at most ${NAME_MAX} characters`);
+  if (Buffer.byteLength(full.slice(1)) > NAME_MAX) throw new RangeError(`name must be at most ${NAME_MAX} bytes (UTF-8)`);
   if (full.includes('\0')) throw new RangeError('name must not contain NUL');
   return full;
 }
@@ -37,7 +37,7 @@ export interface CreateOptions {
   name?: string;
   /** Size in bytes (> 0). */
   size: number;
-  /** Fail with EEXIST if the named object exists (default true); false opens and resizes it. */
+  /** Fail with EEXIST if the named object exists (default true); false opens it, growing it to `size` if smaller (never shrinking it: others may have it mapped). */
   exclusive?: boolean;
   /** Permission bits of a named object (default 0o600). */
   mode?: number;

@@ -77,11 +77,13 @@ Mapping::Mapping(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mapping>(inf
   fd_ = info[0].As<Napi::Number>().Int32Value();
   double wanted = info[1].As<Napi::Number>().DoubleValue();
   try {
-    if (wanted > 0 && ftruncate(fd_, static_cast<off_t>(wanted)) != 0) {
-      ThrowSystemError(env, errno, "ftruncate", FdDetail(fd_));
-    }
     struct stat st;
     if (fstat(fd_, &st) != 0) ThrowSystemError(env, errno, "fstat", FdDetail(fd_));
+    // Only ever grow: shrinking an object that others have mapped kills them with SIGBUS.
+    if (wanted > static_cast<double>(st.st_size)) {
+      if (ftruncate(fd_, static_cast<off_t>(wanted)) != 0) ThrowSystemError(env, errno, "ftruncate", FdDetail(fd_));
+      if (fstat(fd_, &st) != 0) ThrowSystemError(env, errno, "fstat", FdDetail(fd_));
+    }
     if (st.st_size <= 0) {
       ThrowSystemError(env, EINVAL, "mmap", FdDetail(fd_) + ": the object is empty (size 0)");
     }

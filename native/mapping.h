@@ -21,8 +21,8 @@ struct Region {
 class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
-  // new Mapping(fd, size): takes ownership of fd (closed on failure too). size > 0 first
-  // ftruncates the object to that size; size 0 maps the size the object already has.
+  // new Mapping(fd, size): takes ownership of fd (closed on failure too). An object smaller
+  // than size is grown to it first (never shrunk); the mapping covers the object's whole size.
   explicit Mapping(const Napi::CallbackInfo& info);
   ~Mapping() override;
   void Teardown() override;

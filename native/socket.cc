@@ -210,6 +210,8 @@ Napi::Value Socket::Recv(const Napi::CallbackInfo& info) {
     }
     if (msg.msg_flags & MSG_CTRUNC) {
       for (int fd : fds) close(fd);
+      // Keep the bytes: the stream stays framed in 8-byte messages after the error.
+      have_ += static_cast<size_t>(n);
       ThrowSystemError(env, EMSGSIZE, "recvmsg",
                        FdDetail(fd_) + ": ancillary data truncated (more fds than a message may carry)");
     }

@@ -42,8 +42,8 @@ Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(inf
 }
 
 Watcher::~Watcher() {
-  // Backstop only: a watcher that is still active keeps its JS object alive through the
-  // callback reference, so reaching here means it was idle or never closed by its owner.
+  // Backstop only: until close() the callback reference keeps the watcher's JS side alive (as
+  // Node's own handles are), so this runs only when the environment tears down.
   CloseHandle();
   Unregister();
 }

@@ -175,7 +175,7 @@ function runServer(flags: ServerFlags): void {
   printLine(`listening on ${server.socketPath}`);
   if (server.size !== server.requestedSize) {
     printError(
-      `size ${server.requestedSize} rounded up to ${server.size} (${formatSize(server.size)}): QEMU requires a power of two`,
+      `size ${server.requestedSize} rounded up to ${server.size} (${formatSize(server.size)}): QEMU requires a power of two${server.requestedSize < 4096 ? ', and the smallest size served is 4K' : ''}`,
     );
   }
   if (flags.verbose === true) {
