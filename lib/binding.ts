@@ -195,7 +195,11 @@ function explain(root: string, cause: unknown): LoadError {
 function load(): NativeBinding {
   const root = packageRoot();
   const require = createRequire(import.meta.url);
+  // IVSHMEM_NATIVE names another build of the addon (e.g. the sanitizer build of
+  // `npm run build:cmake:asan`); otherwise node-gyp-build finds the prebuild or build/Release.
+  const override = process.env.IVSHMEM_NATIVE;
   try {
+    if (override !== undefined && override !== '') return require(override) as NativeBinding;
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the one untyped boundary
     return nodeGypBuild(root) as any as NativeBinding;

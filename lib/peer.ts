@@ -68,6 +68,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
     this.#socketWatcher = socket.watch();
     this.#socketWatcher.on('readable', () => this.#readAll());
+    this.#socketWatcher.on('error', (error) => this.#lose(error));
   }
 
   /** Connects, completes the connect sequence, and maps the shared memory. */
@@ -254,6 +255,11 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
         return;
       }
       if (received.kind === 'eof') {
+        if (!this.#decoder.helloDone && received.partial === 0) {
+          // Closed before the first message: how a full server turns a client away.
+          this.#lose(null);
+          return;
+        }
         try {
           this.#decoder.end(received.partial);
           this.#lose(null);
@@ -359,6 +365,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
 
   /** The server is gone (EOF or a protocol error). Before the sequence completed that is a failure. */
   #lose(error: Error | null): void {
+    if (this.#serverLost) return;
     this.#socketWatcher.close();
     if (!this.#connected) {
       this.#fail(

@@ -55,7 +55,14 @@ export interface PeerInfo {
   readonly vectors: number;
 }
 
-export type LeaveReason = 'disconnected' | 'misbehaved' | 'send-failed' | 'server-closed';
+export type LeaveReason =
+  | 'disconnected'
+  /** A send to it failed (it vanished), or it left more unread than MAX_QUEUED. */
+  | 'send-failed'
+  | 'server-closed';
+
+/** Messages queued for a client that does not read before it is dropped (each may hold an fd). */
+export const MAX_QUEUED = 4096;
 
 export interface PeerServerEvents {
   'peer-joined': [peer: PeerInfo];
@@ -77,6 +84,10 @@ class Client {
   readonly eventfds: EventFd[] = [];
   readonly queue: Pending[] = [];
   writableWatched = false;
+  /** Told to the others: only then does its departure concern them. */
+  announced = false;
+  /** Peers whose eventfds this client was sent: only those may be reported gone to it. */
+  readonly knows = new Set<number>();
   constructor(
     readonly id: number,
     readonly socket: UnixSocket,
@@ -140,6 +151,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
     this.#acceptWatcher = this.#listener.watch();
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
+    this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();
     if (options.handleSignals) {
       this.#signalHandler = (signal) => {
@@ -257,23 +269,39 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     // Any byte or EOF from a client means it is gone (QEMU's clients never send).
     client.watcher.on('readable', () => this.#drop(client, 'disconnected'));
     client.watcher.on('writable', () => this.#flush(client));
+    // ECONNRESET and the like from poll: the client is gone all the same.
+    client.watcher.on('error', () => this.#drop(client, 'disconnected'));
     client.watcher.start();
 
-    const others = [...this.#clients.values()];
     this.#clients.set(id, client);
     // A fresh peer starts with no pending interrupt, and is live before anyone hears of it.
     this.#pending?.clear(id);
     this.#live?.set(id);
-    // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
-    // newcomer's fds to everyone else, then everyone else's to it, then its own.
-    this.#send(client, greeting(id, this.shm.fd));
     const own = client.eventfds.map((e) => e.fd);
-    for (const other of others) this.#send(other, peerVectors(id, own));
-    for (const other of others) {
+    const here = (): boolean => this.#clients.get(id) === client;
+    // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
+    // newcomer's fds to everyone else, then everyone else's to it, then its own. A client can
+    // vanish at any send (EPIPE): from then on there is nobody to greet or to announce.
+    this.#send(client, greeting(id, this.shm.fd));
+    if (!here()) return;
+    client.announced = true;
+    for (const other of this.#others(client)) {
+      other.knows.add(id);
+      this.#send(other, peerVectors(id, own));
+    }
+    for (const other of this.#others(client)) {
+      if (!here()) return;
+      client.knows.add(other.id);
       this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)));
     }
+    if (!here()) return;
     this.#send(client, peerVectors(id, own));
-    if (this.#clients.get(id) === client) this.emit('peer-joined', { id, vectors: this.vectors });
+    if (here()) this.emit('peer-joined', { id, vectors: this.vectors });
+  }
+
+  /** The clients other than `client` still connected, in connect order. */
+  #others(client: Client): Client[] {
+    return [...this.#clients.values()].filter((c) => c !== client);
   }
 
   /** IDs count up from 0 and wrap (at 65536, or the header's bits), skipping IDs in use: a departed ID is not reused soon. */
@@ -300,9 +328,23 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
         }
         if (sent) continue;
       }
-      // The client is not reading right now. Queue with a private copy of the fd: the original
-      // may be closed (its owner leaving) before the client drains.
-      client.queue.push({ data, fd: message.fd === undefined ? null : native.dupFd(message.fd) });
+      // The client is not reading right now. Queue with a private copy of the fd (the original
+      // may be closed, its owner leaving, before the client drains), up to a bound: a client
+      // that never reads must not pin the server's fds without limit.
+      if (client.queue.length >= MAX_QUEUED) {
+        this.emit('warning', new Error(`peer ${client.id}: ${MAX_QUEUED} messages unread, dropping it`));
+        this.#drop(client, 'send-failed');
+        return;
+      }
+      let copy: number | null = null;
+      try {
+        if (message.fd !== undefined) copy = native.dupFd(message.fd);
+      } catch (error) {
+        this.emit('warning', withPeer(error, client.id));
+        this.#drop(client, 'send-failed');
+        return;
+      }
+      client.queue.push({ data, fd: copy });
     }
     if (client.queue.length > 0 && !client.writableWatched) {
       client.writableWatched = true;
@@ -343,8 +385,12 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       this.#live?.clear(client.id);
       this.#pending?.clear(client.id);
     }
+    if (!client.announced) return; // never greeted: nobody heard of it
     if (notify) {
-      for (const other of [...this.#clients.values()]) this.#send(other, [leave(client.id)]);
+      for (const other of [...this.#clients.values()]) {
+        // A newcomer that has not been sent the leaver's fds yet never hears of it at all.
+        if (other.knows.delete(client.id)) this.#send(other, [leave(client.id)]);
+      }
     }
     this.emit('peer-left', info, reason);
   }
