@@ -277,6 +277,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
         return;
       }
       if (event === null) continue;
+      const wasConnected = this.#connected;
       try {
         this.#apply(event);
       } catch (error) {
@@ -284,6 +285,9 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
         this.#lose(error as Error);
         return;
       }
+      // Just connected: let connect()'s caller attach listeners before later messages become
+      // events (the watcher is level-triggered, so they are read on the next turn).
+      if (!wasConnected && this.#connected) return;
     }
   }
 

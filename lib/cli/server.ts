@@ -33,6 +33,7 @@ interface ServerFlags {
   maxPeers: number;
   mode: number;
   pidFile?: string;
+  bitmask?: boolean;
   foreground?: boolean;
   verbose?: boolean;
 }
@@ -90,6 +91,12 @@ export function addServerCommand(program: Command): Command {
     .addOption(
       new Option('--mode <octal>', 'permission bits of the socket file').argParser(octalModeArg).default(0o600, '600'),
     )
+    .addOption(
+      new Option(
+        '--bitmask',
+        'lay out the bitmask header (docs/header.md) for BitmaskDoorbell and channel peers; peer IDs then stay below --max-peers rounded up to 64',
+      ),
+    )
     .addOption(new Option('-p, --pid-file <path>', 'write the process ID to this file once listening; removed on exit'))
     .addOption(
       new Option('-F, --foreground', 'accepted for compatibility with QEMU: this server always runs in the foreground'),
@@ -146,6 +153,7 @@ function runServer(flags: ServerFlags): void {
       vectors: flags.vectors,
       maxPeers: flags.maxPeers,
       mode: flags.mode,
+      bitmask: flags.bitmask === true,
       handleSignals: false,
     });
     if (pidFile !== undefined) {
@@ -181,7 +189,7 @@ function runServer(flags: ServerFlags): void {
   if (flags.verbose === true) {
     const shm = server.shm.name === null ? 'anonymous memfd' : `POSIX shm ${server.shm.name}`;
     printError(
-      `shared memory: ${shm}, ${server.size} bytes; ${server.vectors} vector(s) per peer; at most ${server.maxPeers} peers; socket mode ${flags.mode.toString(8).padStart(3, '0')}`,
+      `shared memory: ${shm}, ${server.size} bytes; ${server.vectors} vector(s) per peer; at most ${server.maxPeers} peers; socket mode ${flags.mode.toString(8).padStart(3, '0')}${server.header === null ? '' : `; bitmask header, data from byte ${server.dataOffset}`}`,
     );
   }
 }
