@@ -6,9 +6,9 @@
  * write-1-to-clear register (one trap of PendingClear), as the seed's hardware variant.
  */
 import { BitmaskDoorbell, type ReceiveOptions } from '../bitmask-doorbell.js';
-import { ClosedError } from '../errors.js';
 import type { Peer } from '../peer.js';
-import { InterceptCounter, type DeviceStats, type ReadableOf, type RegisterMap, type WritableOf } from './registers.js';
+import { DeviceModel } from './device-model.js';
+import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../validate.js';
 
 export const BITMASK_REGISTERS = {
@@ -23,29 +23,25 @@ export interface BitmaskDeviceOptions {
   clear?: 'shm' | 'register';
 }
 
-export class BitmaskDevice implements Disposable {
-  readonly #peer: Peer;
+export class BitmaskDevice extends DeviceModel<BitmaskRegisters, Record<never, never>> {
   readonly #doorbell: BitmaskDoorbell;
-  readonly #counter: InterceptCounter<BitmaskRegisters>;
-  readonly #registerClear: boolean;
-  #closed = false;
-  readonly #onInterrupt = (vector: number): void => {
-    if (vector === 0 && !this.#closed) this.#counter.injection();
-  };
 
   /** Over a peer connected with `bitmask: true`. */
   constructor(peer: Peer, options: BitmaskDeviceOptions = {}) {
     const clear = options.clear ?? 'shm';
     if (clear !== 'shm' && clear !== 'register') throw new RangeError(`clear must be 'shm' or 'register', got ${String(clear)}`);
-    this.#peer = peer;
-    this.#registerClear = clear === 'register';
+    super('bitmask', BITMASK_REGISTERS, peer);
+    const registerClear = clear === 'register';
     this.#doorbell = new BitmaskDoorbell(peer, {
       onClear: () => {
-        if (this.#registerClear) this.#counter.write('PendingClear');
+        if (registerClear) this.counter.write('PendingClear');
       },
     });
-    this.#counter = new InterceptCounter('bitmask', BITMASK_REGISTERS, peer);
-    peer.on('interrupt', this.#onInterrupt);
+  }
+
+  /** A rising edge woke this peer: one injection. */
+  protected interrupted(vector: number): void {
+    if (vector === 0) this.counter.injection();
   }
 
   get doorbell(): BitmaskDoorbell {
@@ -54,36 +50,36 @@ export class BitmaskDevice implements Disposable {
 
   /** Rings `dest` after the caller published its work. A trap only on the 0->1 edge. */
   ring(dest: number): boolean {
-    this.#live();
+    this.live();
     const edge = this.#doorbell.ring(dest);
-    if (edge) this.#counter.write('Doorbell');
+    if (edge) this.counter.write('Doorbell');
     return edge;
   }
 
   /** Rings every other live peer; a trap per peer signalled (each is one Doorbell write). */
   broadcast(): number {
-    this.#live();
+    this.live();
     const signalled = this.#doorbell.broadcast();
-    for (let i = 0; i < signalled; i++) this.#counter.write('Doorbell');
+    for (let i = 0; i < signalled; i++) this.counter.write('Doorbell');
     return signalled;
   }
 
   readl(register: ReadableOf<BitmaskRegisters, 32>): number {
-    this.#live();
-    this.#counter.read(register);
-    return this.#peer.id;
+    this.live();
+    this.counter.read(register);
+    return this.peer.id;
   }
 
   /** Doorbell = dest (rings only on the edge: the suppressed case makes no access at all); PendingClear = W1C of the own bit. */
   writel(register: WritableOf<BitmaskRegisters, 32>, value: number): void {
-    this.#live();
+    this.live();
     check.integer('value', value, 0, 0xffffffff);
     if (register === 'Doorbell') {
       this.ring(value);
       return;
     }
-    this.#counter.write('PendingClear');
-    if (value & 1) this.#peer.nativeDoorbell.ack();
+    this.counter.write('PendingClear');
+    if (value & 1) this.peer.nativeDoorbell.ack();
   }
 
   /**
@@ -98,26 +94,7 @@ export class BitmaskDevice implements Disposable {
     for await (const _ of this.notifications(hasWork, options)) await handle();
   }
 
-  stats(): DeviceStats {
-    return this.#counter.stats();
-  }
-
-  resetStats(): void {
-    this.#counter.reset();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#peer.off('interrupt', this.#onInterrupt);
+  protected override closing(): void {
     this.#doorbell.close();
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  #live(): void {
-    if (this.#closed) throw new ClosedError('BitmaskDevice');
   }
 }

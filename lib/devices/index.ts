@@ -2,3 +2,4 @@ export { Legacy2010Device, LEGACY2010_REGISTERS, LEGACY_BROADCAST, LEGACY_STATE_
 export { QemuDevice, QEMU_REGISTERS, type QemuRegisters, type QemuDeviceEvents } from './qemu.js';
 export { BitmaskDevice, BITMASK_REGISTERS, type BitmaskRegisters, type BitmaskDeviceOptions } from './bitmask.js';
 export type { DeviceStats, DesignName, RegisterDef, RegisterMap, RegisterTraps, ReadableOf, WritableOf } from './registers.js';
+export { DeviceModel } from './device-model.js';

@@ -8,11 +8,10 @@
  * The IntrStatus of every peer lives in a small table in the shared memory (it is the state a
  * sender's device would write into the receiver's device); by default the last 512 bytes.
  */
-import { EventEmitter } from 'node:events';
-import { ClosedError } from '../errors.js';
 import { UNKNOWN_PEER } from '../binding.js';
 import type { Peer } from '../peer.js';
-import { InterceptCounter, type DeviceStats, type ReadableOf, type RegisterMap, type WritableOf } from './registers.js';
+import { DeviceModel } from './device-model.js';
+import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../validate.js';
 
 export const LEGACY2010_REGISTERS = {
@@ -38,50 +37,46 @@ export interface Legacy2010Events {
   interrupt: [];
 }
 
-export class Legacy2010Device extends EventEmitter<Legacy2010Events> implements Disposable {
-  readonly #peer: Peer;
+export class Legacy2010Device extends DeviceModel<Legacy2010Registers, Legacy2010Events> {
   readonly #status: Uint16Array;
-  readonly #counter: InterceptCounter<Legacy2010Registers>;
   #mask = 0xffff;
   // The level interrupt line as the interrupt controller sees it: injected once per rise.
   #asserted = false;
-  #closed = false;
-  readonly #onInterrupt = (vector: number): void => {
-    if (vector === 0) this.#update();
-  };
 
   constructor(peer: Peer, options: Legacy2010Options = {}) {
-    super();
+    // Checked before super() subscribes to the peer, so a refusal leaves nothing behind.
     if (peer.id >= LEGACY_BROADCAST) {
       throw new RangeError(`peer ID ${peer.id} cannot be addressed by the 2010 layout (8-bit IDs, 255 = broadcast)`);
     }
     const size = peer.shm.size;
     const offset = check.integer('stateOffset', options.stateOffset ?? size - LEGACY_STATE_BYTES, 0, size - LEGACY_STATE_BYTES);
     if (offset % 2 !== 0) throw new RangeError('stateOffset must be even');
-    this.#peer = peer;
+    super('legacy2010', LEGACY2010_REGISTERS, peer);
     this.#status = new Uint16Array(peer.shm.buffer, offset, LEGACY_STATE_BYTES / 2);
-    this.#counter = new InterceptCounter('legacy2010', LEGACY2010_REGISTERS, peer);
-    peer.on('interrupt', this.#onInterrupt);
+  }
+
+  protected interrupted(vector: number): void {
+    if (vector === 0) this.#update();
   }
 
   /** A 16-bit register read (one trap). IntrStatus reads return the value and clear it. */
   readw(register: ReadableOf<Legacy2010Registers, 16>): number {
-    this.#live();
-    this.#counter.read(register);
+    this.live();
+    this.counter.read(register);
     switch (register) {
       case 'IntrMask':
         return this.#mask;
       case 'IntrStatus': {
-        const value = Atomics.exchange(this.#status, this.#peer.id, 0);
+        const value = Atomics.exchange(this.#status, this.peer.id, 0);
         this.#asserted = false; // deasserts the level interrupt
         return value;
       }
       case 'IVPosition':
-        return this.#peer.id;
+        return this.peer.id;
       case 'IVLiveList': {
         // 16 bits: live IDs 0..15 (the register is as wide as the draft made it).
-        let bits = 1 << this.#peer.id;
-        for (const { id } of this.#peer.peers()) if (id < 16) bits |= 1 << id;
+        let bits = 1 << this.peer.id;
+        for (const { id } of this.peer.peers()) if (id < 16) bits |= 1 << id;
         return bits & 0xffff;
       }
     }
@@ -89,9 +84,9 @@ export class Legacy2010Device extends EventEmitter<Legacy2010Events> implements 
 
   /** A 16-bit register write (one trap). */
   writew(register: WritableOf<Legacy2010Registers, 16>, value: number): void {
-    this.#live();
+    this.live();
     check.integer('value', value, 0, 0xffff);
-    this.#counter.write(register);
+    this.counter.write(register);
     switch (register) {
       case 'IntrMask':
         this.#mask = value;
@@ -111,29 +106,11 @@ export class Legacy2010Device extends EventEmitter<Legacy2010Events> implements 
     this.writew('Doorbell', (dest << 8) | value);
   }
 
-  stats(): DeviceStats {
-    return this.#counter.stats();
-  }
-
-  resetStats(): void {
-    this.#counter.reset();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#peer.off('interrupt', this.#onInterrupt);
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
   #doorbell(dest: number, value: number): void {
-    const targets = dest === LEGACY_BROADCAST ? this.#peer.peers().map((p) => p.id).filter((id) => id < LEGACY_BROADCAST) : [dest];
-    const doorbell = this.#peer.nativeDoorbell;
+    const targets = dest === LEGACY_BROADCAST ? this.peer.peers().map((p) => p.id).filter((id) => id < LEGACY_BROADCAST) : [dest];
+    const doorbell = this.peer.nativeDoorbell;
     for (const id of targets) {
-      if (id === this.#peer.id && dest === LEGACY_BROADCAST) continue;
+      if (id === this.peer.id && dest === LEGACY_BROADCAST) continue;
       // The value first, then the signal: the receiver reads it when woken.
       Atomics.store(this.#status, id, value);
       // An unknown destination is ignored, as a device would.
@@ -142,14 +119,10 @@ export class Legacy2010Device extends EventEmitter<Legacy2010Events> implements 
   }
 
   #update(): void {
-    if (this.#closed || this.#asserted) return;
-    if ((Atomics.load(this.#status, this.#peer.id) & this.#mask) === 0) return; // masked: held
+    if (this.closed || this.#asserted) return;
+    if ((Atomics.load(this.#status, this.peer.id) & this.#mask) === 0) return; // masked: held
     this.#asserted = true;
-    this.#counter.injection();
+    this.counter.injection();
     this.emit('interrupt');
-  }
-
-  #live(): void {
-    if (this.#closed) throw new ClosedError('Legacy2010Device');
   }
 }

@@ -5,10 +5,9 @@
  * vectors ignored). Interrupts are MSI-X vectors, one eventfd each; QEMU drains an eventfd
  * and injects once, so rings that arrive together coalesce into one injection.
  */
-import { EventEmitter } from 'node:events';
-import { ClosedError } from '../errors.js';
 import type { Peer } from '../peer.js';
-import { InterceptCounter, type DeviceStats, type ReadableOf, type RegisterMap, type WritableOf } from './registers.js';
+import { DeviceModel } from './device-model.js';
+import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../validate.js';
 
 export const QEMU_REGISTERS = {
@@ -24,29 +23,24 @@ export interface QemuDeviceEvents {
   interrupt: [vector: number];
 }
 
-export class QemuDevice extends EventEmitter<QemuDeviceEvents> implements Disposable {
-  readonly #peer: Peer;
-  readonly #counter: InterceptCounter<QemuRegisters>;
+export class QemuDevice extends DeviceModel<QemuRegisters, QemuDeviceEvents> {
   #mask = 0;
   #status = 0;
-  #closed = false;
-  readonly #onInterrupt = (vector: number): void => {
-    if (this.#closed) return;
-    this.#counter.injection();
-    this.emit('interrupt', vector);
-  };
 
   constructor(peer: Peer) {
-    super();
-    this.#peer = peer;
-    this.#counter = new InterceptCounter('qemu', QEMU_REGISTERS, peer);
-    peer.on('interrupt', this.#onInterrupt);
+    super('qemu', QEMU_REGISTERS, peer);
+  }
+
+  /** QEMU drained the eventfd: one MSI-X injection, however many rings it coalesced. */
+  protected interrupted(vector: number): void {
+    this.counter.injection();
+    this.emit('interrupt', vector);
   }
 
   /** A 32-bit register read (one trap). */
   readl(register: ReadableOf<QemuRegisters, 32>): number {
-    this.#live();
-    this.#counter.read(register);
+    this.live();
+    this.counter.read(register);
     switch (register) {
       case 'IntrMask':
         return this.#mask;
@@ -56,15 +50,15 @@ export class QemuDevice extends EventEmitter<QemuDeviceEvents> implements Dispos
         return value;
       }
       case 'IVPosition':
-        return this.#peer.id;
+        return this.peer.id;
     }
   }
 
   /** A 32-bit register write (one trap). */
   writel(register: WritableOf<QemuRegisters, 32>, value: number): void {
-    this.#live();
+    this.live();
     check.integer('value', value, 0, 0xffffffff);
-    this.#counter.write(register);
+    this.counter.write(register);
     switch (register) {
       case 'IntrMask':
         this.#mask = value;
@@ -85,34 +79,12 @@ export class QemuDevice extends EventEmitter<QemuDeviceEvents> implements Dispos
     this.writel('Doorbell', ((dest << 16) | vector) >>> 0);
   }
 
-  stats(): DeviceStats {
-    return this.#counter.stats();
-  }
-
-  resetStats(): void {
-    this.#counter.reset();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#peer.off('interrupt', this.#onInterrupt);
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
   #doorbell(dest: number, vector: number): void {
-    const vectors = this.#peer.vectorsOf(dest);
+    const vectors = this.peer.vectorsOf(dest);
     // QEMU matches (dest, vector) exactly through its ioeventfds; anything else reaches the MMIO
     // handler, which takes only the low 8 bits of the vector. Unknown peers/vectors: ignored.
     const v = vector < vectors ? vector : vector & 0xff;
     if (v >= vectors) return;
-    this.#peer.nativeDoorbell.signal(dest, v);
-  }
-
-  #live(): void {
-    if (this.#closed) throw new ClosedError('QemuDevice');
+    this.peer.nativeDoorbell.signal(dest, v);
   }
 }

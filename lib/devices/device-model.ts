@@ -1,0 +1,62 @@
+/**
+ * What the three device models share: the peer they sit on, the intercept counter, the
+ * interrupt subscription, and an idempotent close.
+ */
+import { EventEmitter } from 'node:events';
+import { ClosedError } from '../errors.js';
+import type { Peer } from '../peer.js';
+import { InterceptCounter, type DesignName, type DeviceStats, type RegisterMap } from './registers.js';
+
+// Event maps as node:events types them (listener argument tuples by event name).
+type EventMap<T> = Record<keyof T, unknown[]>;
+
+export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> extends EventEmitter<E> implements Disposable {
+  protected readonly peer: Peer;
+  protected readonly counter: InterceptCounter<M>;
+  #closed = false;
+  readonly #onInterrupt = (vector: number): void => {
+    if (!this.#closed) this.interrupted(vector);
+  };
+
+  constructor(design: DesignName, registers: M, peer: Peer) {
+    super();
+    this.peer = peer;
+    this.counter = new InterceptCounter(design, registers, peer);
+    peer.on('interrupt', this.#onInterrupt);
+  }
+
+  /** An own eventfd was signalled (and drained) on `vector`: model the device's reaction. */
+  protected abstract interrupted(vector: number): void;
+
+  /** One plain object of every count since creation or the last resetStats(). */
+  stats(): DeviceStats {
+    return this.counter.stats();
+  }
+
+  resetStats(): void {
+    this.counter.reset();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops modelling (the peer stays open). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.peer.off('interrupt', this.#onInterrupt);
+    this.closing();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Further cleanup of a subclass, once. */
+  protected closing(): void {}
+
+  protected live(): void {
+    if (this.#closed) throw new ClosedError(this.constructor.name);
+  }
+}
