@@ -140,6 +140,11 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     this.#source.dispatch();
     this.emit('consumer-left');
   };
+  // Rings made before the consumer was known were skipped: make up for them (a spare ring is harmless).
+  readonly #onJoined = (id: number): void => {
+    if (id === this.#ring.info.consumer && !this.#closed) this.#ringConsumer();
+  };
+  readonly #onPeerClosed = (): void => this.#source.dispatch();
 
   constructor(peer: Peer, offset: number) {
     super();
@@ -147,6 +152,8 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     this.#reactor = Reactor.of(peer);
     this.#head = this.#ring.head();
     peer.on('peer-left', this.#onLeft);
+    peer.on('peer-joined', this.#onJoined);
+    peer.once('close', this.#onPeerClosed);
   }
 
   /** Largest message this channel carries. */
@@ -169,8 +176,15 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   /** Sends as many of `messages` as fit now, with one publication and one ring; returns how many. */
   trySendBatch(messages: readonly Uint8Array[]): number {
     this.#live();
+    const start = this.#head;
     let sent = 0;
-    while (sent < messages.length && this.#write(messages[sent]!)) sent++;
+    try {
+      while (sent < messages.length && this.#write(messages[sent]!)) sent++;
+    } catch (error) {
+      // A bad message in the batch: none of it is sent (what was written is never published).
+      this.#head = start;
+      throw error;
+    }
     if (sent > 0) this.#publish();
     return sent;
   }
@@ -195,6 +209,8 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     if (this.#closed) return;
     this.#closed = true;
     this.#ring.peer.off('peer-left', this.#onLeft);
+    this.#ring.peer.off('peer-joined', this.#onJoined);
+    this.#ring.peer.off('close', this.#onPeerClosed);
     this.#reactor.remove(this.#source);
     if (this.#ring.peer.closed) return;
     Atomics.store(this.#ring.words, Word.closed, 1);
@@ -207,7 +223,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   }
 
   #live(): void {
-    if (this.#closed) throw new ClosedError('ChannelProducer');
+    if (this.#closed || this.#ring.peer.closed) throw new ClosedError('ChannelProducer');
     if (this.#consumerLeft) {
       throw new PeerLeftError(this.#ring.info.consumer, `the consumer (peer ${this.#ring.info.consumer}) left`);
     }
@@ -260,7 +276,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
 
   #state(): SourceState {
     if (this.#resolveSpace === null) return 'idle';
-    if (this.#closed || this.#consumerLeft || this.#hasSpace()) return 'actionable';
+    if (this.#closed || this.#ring.peer.closed || this.#consumerLeft || this.#hasSpace()) return 'actionable';
     // Still no room. The consumer clears the flag when it rings us, so arm it again before
     // this peer goes back to sleep, and look once more (the same order as #waitForSpace).
     Atomics.store(this.#ring.words, Word.waiting, 1);
@@ -282,8 +298,8 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
       this.#reactor.add(this.#source);
     });
     this.#reactor.remove(this.#source);
+    this.#live(); // closed meanwhile (this end, or the peer and with it the memory)
     Atomics.store(words, Word.waiting, 0);
-    this.#live();
   }
 }
 
@@ -323,6 +339,11 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
       resolve?.();
     },
   };
+  // A producer that waited for space before we knew it could not be rung: ring it now.
+  readonly #onJoined = (id: number): void => {
+    for (const ring of this.#rings) if (ring.info.producer === id) this.#wakeProducer(ring);
+  };
+  readonly #onPeerClosed = (): void => this.#source.dispatch();
   readonly #onLeft = (id: number): void => {
     this.#rings.forEach((ring, i) => {
       if (ring.info.producer === id) this.#gone[i] = true;
@@ -344,6 +365,8 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     this.#gone = this.#rings.map(() => false);
     this.#reactor = Reactor.of(peer);
     peer.on('peer-left', this.#onLeft);
+    peer.on('peer-joined', this.#onJoined);
+    peer.once('close', this.#onPeerClosed);
     this.#reactor.add(this.#source);
   }
 
@@ -352,7 +375,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
    * (or `release()`). CorruptError if the ring's indices or a record are impossible.
    */
   tryReceive(): ReceivedMessage | null {
-    if (this.#closed) throw new ClosedError('ChannelConsumer');
+    if (this.#closed || this.#rings[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
     if (this.#error !== null) throw this.#error;
     this.release();
     const n = this.#rings.length;
@@ -376,10 +399,14 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     this.#tails[i] = this.#outstandingEnd;
     Atomics.store(ring.words, Word.tail, this.#outstandingEnd);
     // Tail stored (a full fence), then the flag read: see ChannelProducer#waitForSpace.
-    if (Atomics.load(ring.words, Word.waiting) === 1 && Atomics.compareExchange(ring.words, Word.waiting, 1, 0) === 1) {
-      const producer = ring.info.producer;
-      if (ring.peer.vectorsOf(producer) > 0) this.#reactor.doorbell.ring(producer);
-    }
+    this.#wakeProducer(ring);
+  }
+
+  /** Rings the producer if it waits for space; the flag is taken only when the ring can be made. */
+  #wakeProducer(ring: Ring): void {
+    const producer = ring.info.producer;
+    if (Atomics.load(ring.words, Word.waiting) !== 1 || ring.peer.vectorsOf(producer) === 0) return;
+    if (Atomics.compareExchange(ring.words, Word.waiting, 1, 0) === 1) this.#reactor.doorbell.ring(producer);
   }
 
   /** Zero-copy messages; each view is valid until the next one is pulled. */
@@ -394,6 +421,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   async *messages(options: { copy?: boolean } = {}): AsyncGenerator<ReceivedMessage, void, undefined> {
     try {
       for (;;) {
+        if (this.#closed || this.#rings[0]!.peer.closed) return;
         const message = this.tryReceive();
         if (message !== null) {
           yield options.copy === true ? { data: message.data.slice(), from: message.from } : message;
@@ -410,7 +438,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
       }
     } finally {
       this.#resolveData = null;
-      if (!this.#closed) this.release();
+      if (!this.#closed && !this.#rings[0]!.peer.closed) this.release();
       this.#reactor.poke();
     }
   }
@@ -420,6 +448,8 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     if (this.#closed) return;
     this.#closed = true;
     this.#rings[0]!.peer.off('peer-left', this.#onLeft);
+    this.#rings[0]!.peer.off('peer-joined', this.#onJoined);
+    this.#rings[0]!.peer.off('close', this.#onPeerClosed);
     if (!this.#rings[0]!.peer.closed) this.release();
     this.#reactor.remove(this.#source);
     this.#source.dispatch();
@@ -475,7 +505,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   }
 
   #state(): SourceState {
-    if (this.#closed) return 'idle';
+    if (this.#closed || this.#rings[0]!.peer.closed) return this.#resolveData === null ? 'idle' : 'actionable';
     const available = this.#rings.some((ring, i) => ring.head() !== this.#tails[i]);
     if (this.#resolveData !== null) {
       // A reader waiting on an empty ring depends on a ring from the other side.
