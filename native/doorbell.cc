@@ -161,39 +161,38 @@ static napi_value SignalFn(napi_env env, napi_callback_info info) {
   return Int(env, 1);
 }
 
-// ack() -> 1 if the own bit was set. Clears it (seq_cst); the caller must then re-check its
-// work sources, since a sender that saw the bit still set did not signal.
-static napi_value Ack(napi_env env, napi_callback_info info) {
+// The three operations on the own pending bit share their preamble: `op(state, word, bit)`
+// returns the old value of the word.
+template <typename Op>
+static napi_value OnOwnBit(napi_env env, napi_callback_info info, Op op) {
   size_t argc = 0;
   DoorbellState* s = StateOf(env, info, &argc, nullptr);
   if (s == nullptr) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
   uint64_t bit = uint64_t{1} << (s->self & 63);
-  s->counters.acks++;
-  uint64_t old = __atomic_fetch_and(s->Word(s->pendingOffset, s->self >> 6), ~bit, __ATOMIC_SEQ_CST);
-  return Int(env, (old & bit) ? 1 : 0);
+  return Int(env, (op(*s, s->Word(s->pendingOffset, s->self >> 6), bit) & bit) ? 1 : 0);
+}
+
+// ack() -> 1 if the own bit was set. Clears it (seq_cst); the caller must then re-check its
+// work sources, since a sender that saw the bit still set did not signal.
+static napi_value Ack(napi_env env, napi_callback_info info) {
+  return OnOwnBit(env, info, [](DoorbellState& s, uint64_t* word, uint64_t bit) {
+    s.counters.acks++;
+    return __atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
+  });
 }
 
 // claim() -> 1 if the own bit was already set. Sets it without signalling: a receiver that
 // keeps working (or busy-polls) after a re-check found more work keeps senders suppressed.
 static napi_value Claim(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  DoorbellState* s = StateOf(env, info, &argc, nullptr);
-  if (s == nullptr) return nullptr;
-  if (s->words == 0) return Int(env, kNoBitmask);
-  uint64_t bit = uint64_t{1} << (s->self & 63);
-  uint64_t old = __atomic_fetch_or(s->Word(s->pendingOffset, s->self >> 6), bit, __ATOMIC_SEQ_CST);
-  return Int(env, (old & bit) ? 1 : 0);
+  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t bit) {
+    return __atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST);
+  });
 }
 
 // pending() -> 1 if the own bit is set.
 static napi_value Pending(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  DoorbellState* s = StateOf(env, info, &argc, nullptr);
-  if (s == nullptr) return nullptr;
-  if (s->words == 0) return Int(env, kNoBitmask);
-  uint64_t bit = uint64_t{1} << (s->self & 63);
-  return Int(env, (__atomic_load_n(s->Word(s->pendingOffset, s->self >> 6), __ATOMIC_SEQ_CST) & bit) ? 1 : 0);
+  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); });
 }
 
 // wake(vector) -> the count drained from the own eventfd (0: spurious). Called when the event
