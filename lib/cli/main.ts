@@ -1,6 +1,7 @@
 /** The `ivshmem` command line. Each subcommand lives in its own file under lib/cli/. */
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { benchCommand } from './bench.js';
 import { addPeerCommand } from './peer.js';
 import { addServerCommand } from './server.js';
 
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(text) });
   addServerCommand(program);
   addPeerCommand(program);
+  program.addCommand(benchCommand());
   return program;
 }
 

@@ -1,0 +1,182 @@
+/**
+ * Baselines measured in the same run as the matrix, so that every figure can be read as a
+ * ratio that survives a noisy machine:
+ *
+ * - c-eventfd-pingpong (and c-eventfd-epoll-pingpong): two C processes, the kernel's floor.
+ * - node-unix-socket-pingpong / -stream: node:net between two worker processes.
+ * - ivshmem-pingpong: the ping-pong workload over the library's own BitmaskDoorbell (no device
+ *   model), the same code path as the matrix.
+ * - ivshmem-channel-stream: 64-byte messages through ChannelProducer/ChannelConsumer.
+ *
+ * Ping-pong baselines report the full round trip (rttP50Us) and one-way messages per second
+ * (2 per round trip), the units of the matrix's ping-pong cells (whose latency is round trip / 2).
+ */
+import { Histogram } from './histogram.js';
+import { elapsedNs, sumCollected } from './matrix.js';
+import { uniqueSocketPath } from './paths.js';
+import type { Session } from './session.js';
+import { layoutLanes } from './lane.js';
+import type { BaselineResult, ResolvedOptions } from './types.js';
+
+export const BASELINE_NAMES = [
+  'c-eventfd-pingpong',
+  'c-eventfd-epoll-pingpong',
+  'c-eventfd-pingpong-same-cpu',
+  'node-unix-socket-pingpong',
+  'node-unix-socket-stream',
+  'ivshmem-pingpong',
+  'ivshmem-channel-stream',
+] as const;
+
+const MESSAGE_BYTES = 64;
+const PING_BYTES = 8;
+
+const us = (ns: number | null): number | null => (ns === null ? null : Number((ns / 1000).toFixed(3)));
+
+/** The baselines that run on a two-worker session. */
+export const SESSION_BASELINES = ['node-unix-socket-pingpong', 'node-unix-socket-stream', 'ivshmem-pingpong', 'ivshmem-channel-stream'] as const;
+export type SessionBaselineName = (typeof SESSION_BASELINES)[number];
+
+type Step = { name: SessionBaselineName; run: () => Promise<BaselineResult> };
+
+/** Runs one of the session baselines on `session` (two connected workers). */
+export async function runSessionBaseline(name: SessionBaselineName, session: Session, options: ResolvedOptions, timeoutMs: number, epoch: bigint): Promise<BaselineResult> {
+  const step = sessionSteps(session, options, timeoutMs, epoch).find((s) => s.name === name);
+  if (step === undefined) throw new RangeError(`unknown baseline ${name}`);
+  return step.run();
+}
+
+function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: number, epoch: bigint): Step[] {
+  const rounds = options.baselineRoundTrips;
+  const streamMessages = options.baselineStreamMessages;
+  return [
+    {
+      name: 'node-unix-socket-pingpong',
+      run: async () => {
+        const path = uniqueSocketPath('net');
+        const out = await session.run(
+          {
+            adapter: 'ivshmem',
+            label: 'node-unix-socket-pingpong',
+            roles: [
+              { kind: 'net-server', path, mode: 'pingpong', messages: rounds, size: PING_BYTES },
+              { kind: 'net-client', path, mode: 'pingpong', messages: rounds, size: PING_BYTES },
+            ],
+            prepareOrder: [0, 1],
+          },
+          timeoutMs,
+          epoch,
+        );
+        const client = out.finished[1]!;
+        const h = new Histogram();
+        if (client.latency !== null) h.merge(client.latency);
+        return {
+          name: 'node-unix-socket-pingpong',
+          available: true,
+          rttP50Us: us(h.quantile(0.5)),
+          rttP99Us: us(h.quantile(0.99)),
+          msgsPerSec: Math.round((2 * rounds) / (elapsedNs([client]) / 1e9)),
+          messages: 2 * rounds,
+          description: `node:net over a UNIX socket between two processes, ${PING_BYTES}-byte message echoed, one in flight`,
+        };
+      },
+    },
+    {
+      name: 'node-unix-socket-stream',
+      run: async () => {
+        const path = uniqueSocketPath('net');
+        const out = await session.run(
+          {
+            adapter: 'ivshmem',
+            label: 'node-unix-socket-stream',
+            roles: [
+              { kind: 'net-server', path, mode: 'stream', messages: streamMessages, size: MESSAGE_BYTES },
+              { kind: 'net-client', path, mode: 'stream', messages: streamMessages, size: MESSAGE_BYTES },
+            ],
+            prepareOrder: [0, 1],
+          },
+          timeoutMs,
+          epoch,
+        );
+        return {
+          name: 'node-unix-socket-stream',
+          available: true,
+          msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+          messages: streamMessages,
+          description: `node:net over a UNIX socket between two processes, ${MESSAGE_BYTES}-byte messages, one socket.write() each (waiting for 'drain' when asked)`,
+        };
+      },
+    },
+    {
+      name: 'ivshmem-pingpong',
+      run: async () => {
+        const lanes = layoutLanes(session.dataOffset, 2, 16, 1);
+        const [ab, ba] = [lanes[0]!, lanes[1]!];
+        const messages = 2 * rounds;
+        const out = await session.run(
+          {
+            adapter: 'ivshmem',
+            label: 'ivshmem-pingpong',
+            roles: [
+              // Back-to-back, as an application (and the other baselines) would reply.
+              { kind: 'ping', out: ab, in: ba, other: session.ids[1]!, messages, sparse: false },
+              { kind: 'pong', out: ba, in: ab, other: session.ids[0]!, messages, sparse: false },
+            ],
+          },
+          timeoutMs,
+          epoch,
+        );
+        const ping = out.finished[0]!;
+        const h = new Histogram();
+        if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
+        const { totals } = sumCollected(out.collected);
+        const half50 = h.quantile(0.5);
+        const half99 = h.quantile(0.99);
+        return {
+          name: 'ivshmem-pingpong',
+          available: true,
+          rttP50Us: us(half50 === null ? null : 2 * half50),
+          rttP99Us: us(half99 === null ? null : 2 * half99),
+          msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
+          messages,
+          interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
+          kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
+          description: 'the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)',
+        };
+      },
+    },
+    {
+      name: 'ivshmem-channel-stream',
+      run: async () => {
+        const out = await session.run(
+          {
+            adapter: 'ivshmem',
+            label: 'ivshmem-channel-stream',
+            roles: [
+              { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES },
+              { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages },
+            ],
+            prepareOrder: [0, 1],
+          },
+          timeoutMs,
+          epoch,
+        );
+        const { totals } = sumCollected(out.collected);
+        return {
+          name: 'ivshmem-channel-stream',
+          available: true,
+          msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+          messages: streamMessages,
+          interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
+          kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
+          reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
+          description: `${MESSAGE_BYTES}-byte messages through ChannelProducer.send / ChannelConsumer (64 KiB ring), two processes`,
+        };
+      },
+    },
+  ];
+}
+
+export function unavailable(name: string, reason: string): BaselineResult {
+  return { name, available: false, reason, rttP50Us: null, rttP99Us: null, msgsPerSec: null, description: '' };
+}

@@ -1,0 +1,306 @@
+/**
+ * Per-design adapters over the device models (lib/devices/). The workload driver
+ * (workloads.ts) is design-neutral: it publishes work in shared memory, then calls `ring`
+ * or `broadcast`, and receives through `serve(hasWork, handle)`. Each adapter turns those
+ * into exactly the register accesses its design prescribes, so every trap and injection is
+ * counted by the device model itself — the figures are counts, never formulas.
+ *
+ * - legacy2010: Doorbell write `dest << 8 | 1` (destination 255 broadcasts, one write);
+ *   the interrupt handler reads IntrStatus (read-to-clear), then processes all work.
+ * - legacy2010-mask: the same, with IntrMask = 0 before and IntrMask = 0xffff after processing.
+ * - qemu: Doorbell write `dest << 16 | 0` per destination (a broadcast is one per peer); the
+ *   MSI-X handler processes all work, no register access.
+ * - bitmask / bitmask-w1c: BitmaskDevice.ring (a trap only on the 0->1 edge), broadcast, and
+ *   its receive loop (drain, process, clear, re-check); the clear is free in shared memory or
+ *   one PendingClear trap (`clear: 'register'`).
+ * - ivshmem: the library's BitmaskDoorbell with no device model at all (the ivshmem-pingpong
+ *   baseline); its traps and injections are the native counters' signals and interrupts.
+ */
+import {
+  BitmaskDevice,
+  BitmaskDoorbell,
+  Legacy2010Device,
+  LEGACY_BROADCAST,
+  QemuDevice,
+  type DeviceStats,
+  type DoorbellCounters,
+  type Peer,
+} from '../lib/index.js';
+import type { AdapterName, Totals } from './types.js';
+
+export interface AdapterStats {
+  totals: Totals;
+  trapsByRegister: Record<string, { reads: number; writes: number }>;
+}
+
+export interface DesignAdapter {
+  readonly name: AdapterName;
+  /** Rings `dest`; the caller has published the work. */
+  ring(dest: number): void;
+  /** Rings every peer in `targets` (all the other peers of the network). */
+  broadcast(targets: readonly number[]): void;
+  /**
+   * Calls `handle()` whenever `hasWork()` is true (handle processes what is there), sleeping
+   * on the design's interrupt otherwise. Resolves when `signal` aborts; rejects if `handle` throws.
+   */
+  serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void>;
+  stats(): AdapterStats;
+  resetStats(): void;
+  close(): void;
+}
+
+export function createAdapter(name: AdapterName, peer: Peer): DesignAdapter {
+  switch (name) {
+    case 'legacy2010':
+      return new LegacyAdapter(peer, false);
+    case 'legacy2010-mask':
+      return new LegacyAdapter(peer, true);
+    case 'qemu':
+      return new QemuAdapter(peer);
+    case 'bitmask':
+      return new BitmaskAdapter(peer, 'shm');
+    case 'bitmask-w1c':
+      return new BitmaskAdapter(peer, 'register');
+    case 'ivshmem':
+      return new IvshmemAdapter(peer);
+  }
+}
+
+function totalsOf(s: DeviceStats): AdapterStats {
+  return {
+    totals: {
+      traps: s.traps,
+      injections: s.injections,
+      intercepts: s.intercepts,
+      kernelCrossings: s.kernelCrossings,
+      eventfdWrites: s.eventfdWrites,
+      eventfdReads: s.eventfdReads,
+      wakeups: s.wakeups,
+      spurious: s.spurious,
+      rings: s.rings,
+      suppressed: s.suppressed,
+      acks: s.acks,
+    },
+    trapsByRegister: s.trapsByRegister,
+  };
+}
+
+/**
+ * An interrupt-handler receive loop (legacy2010, qemu): the handler processes all the work
+ * there is; the next interrupt comes from the next ring that finds the receiver idle.
+ */
+function handlerLoop(
+  emitter: { on(event: 'interrupt', fn: () => void): unknown; off(event: 'interrupt', fn: () => void): unknown },
+  onInterrupt: (processAll: () => void) => void,
+  hasWork: () => boolean,
+  handle: () => void,
+  signal: AbortSignal,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const processAll = (): void => {
+      while (hasWork()) handle();
+    };
+    const listener = (): void => {
+      try {
+        onInterrupt(processAll);
+      } catch (error) {
+        finish(error);
+      }
+    };
+    const finish = (error?: unknown): void => {
+      emitter.off('interrupt', listener);
+      signal.removeEventListener('abort', onAbort);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const onAbort = (): void => finish();
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    emitter.on('interrupt', listener);
+    signal.addEventListener('abort', onAbort);
+  });
+}
+
+class LegacyAdapter implements DesignAdapter {
+  readonly name: AdapterName;
+  readonly #dev: Legacy2010Device;
+  readonly #mask: boolean;
+
+  constructor(peer: Peer, mask: boolean) {
+    this.name = mask ? 'legacy2010-mask' : 'legacy2010';
+    this.#mask = mask;
+    this.#dev = new Legacy2010Device(peer);
+  }
+
+  ring(dest: number): void {
+    this.#dev.ring(dest, 1);
+  }
+
+  broadcast(): void {
+    // One Doorbell write reaches every other live peer.
+    this.#dev.ring(LEGACY_BROADCAST, 1);
+  }
+
+  serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
+    const dev = this.#dev;
+    const mask = this.#mask;
+    return handlerLoop(
+      dev,
+      (processAll) => {
+        if (mask) dev.writew('IntrMask', 0);
+        dev.readw('IntrStatus'); // read-to-clear: deasserts the level interrupt
+        processAll();
+        if (mask) dev.writew('IntrMask', 0xffff);
+      },
+      hasWork,
+      handle,
+      signal,
+    );
+  }
+
+  stats(): AdapterStats {
+    return totalsOf(this.#dev.stats());
+  }
+
+  resetStats(): void {
+    this.#dev.resetStats();
+  }
+
+  close(): void {
+    this.#dev.close();
+  }
+}
+
+class QemuAdapter implements DesignAdapter {
+  readonly name = 'qemu' as const;
+  readonly #dev: QemuDevice;
+
+  constructor(peer: Peer) {
+    this.#dev = new QemuDevice(peer);
+  }
+
+  ring(dest: number): void {
+    this.#dev.ring(dest, 0);
+  }
+
+  broadcast(targets: readonly number[]): void {
+    // No broadcast in the device: one Doorbell write per peer.
+    for (const t of targets) this.#dev.ring(t, 0);
+  }
+
+  serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
+    return handlerLoop(this.#dev, (processAll) => processAll(), hasWork, handle, signal);
+  }
+
+  stats(): AdapterStats {
+    return totalsOf(this.#dev.stats());
+  }
+
+  resetStats(): void {
+    this.#dev.resetStats();
+  }
+
+  close(): void {
+    this.#dev.close();
+  }
+}
+
+class BitmaskAdapter implements DesignAdapter {
+  readonly name: AdapterName;
+  readonly #dev: BitmaskDevice;
+
+  constructor(peer: Peer, clear: 'shm' | 'register') {
+    this.name = clear === 'shm' ? 'bitmask' : 'bitmask-w1c';
+    this.#dev = new BitmaskDevice(peer, { clear });
+  }
+
+  ring(dest: number): void {
+    this.#dev.ring(dest);
+  }
+
+  broadcast(): void {
+    this.#dev.broadcast();
+  }
+
+  serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
+    return this.#dev.serve(hasWork, handle, { signal });
+  }
+
+  stats(): AdapterStats {
+    return totalsOf(this.#dev.stats());
+  }
+
+  resetStats(): void {
+    this.#dev.resetStats();
+  }
+
+  close(): void {
+    this.#dev.close();
+  }
+}
+
+class IvshmemAdapter implements DesignAdapter {
+  readonly name = 'ivshmem' as const;
+  readonly #peer: Peer;
+  readonly #doorbell: BitmaskDoorbell;
+  #base: DoorbellCounters;
+
+  constructor(peer: Peer) {
+    this.#peer = peer;
+    this.#doorbell = new BitmaskDoorbell(peer);
+    this.#base = peer.counters();
+  }
+
+  ring(dest: number): void {
+    this.#doorbell.ring(dest);
+  }
+
+  broadcast(): void {
+    this.#doorbell.broadcast();
+  }
+
+  serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
+    return this.#doorbell.serve(hasWork, handle, { signal });
+  }
+
+  stats(): AdapterStats {
+    return { totals: nativeTotals(this.#peer.counters(), this.#base), trapsByRegister: {} };
+  }
+
+  resetStats(): void {
+    this.#base = this.#peer.counters();
+  }
+
+  close(): void {
+    this.#doorbell.close();
+  }
+}
+
+/**
+ * Totals from the native counters alone (no device model): each signal is one Doorbell write
+ * (a trap in a VM), each interrupt delivered one injection; the own bit's clear is a
+ * shared-memory write (free).
+ */
+export function nativeTotals(now: DoorbellCounters, base: DoorbellCounters): Totals {
+  const d = (k: keyof DoorbellCounters): number => now[k] - base[k];
+  const traps = d('signals');
+  const injections = d('interrupts');
+  const eventfdWrites = d('eventfdWrites');
+  const eventfdReads = d('eventfdReads');
+  const wakeups = d('wakeups');
+  return {
+    traps,
+    injections,
+    intercepts: traps + injections,
+    kernelCrossings: eventfdWrites + eventfdReads + wakeups,
+    eventfdWrites,
+    eventfdReads,
+    wakeups,
+    spurious: d('spurious'),
+    rings: d('rings'),
+    suppressed: d('suppressed'),
+    acks: d('acks'),
+  };
+}
