@@ -11,6 +11,7 @@
  * Ping-pong baselines report the full round trip (rttP50Us) and one-way messages per second
  * (2 per round trip), the units of the matrix's ping-pong cells (whose latency is round trip / 2).
  */
+import { BUSY_POLL_MICROS } from './designs.js';
 import { Histogram } from './histogram.js';
 import { elapsedNs, sumCollected } from './matrix.js';
 import { uniqueSocketPath } from './paths.js';
@@ -25,6 +26,7 @@ export const BASELINE_NAMES = [
   'node-unix-socket-pingpong',
   'node-unix-socket-stream',
   'ivshmem-pingpong',
+  'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
 ] as const;
 
@@ -34,7 +36,13 @@ const PING_BYTES = 8;
 const us = (ns: number | null): number | null => (ns === null ? null : Number((ns / 1000).toFixed(3)));
 
 /** The baselines that run on a two-worker session. */
-export const SESSION_BASELINES = ['node-unix-socket-pingpong', 'node-unix-socket-stream', 'ivshmem-pingpong', 'ivshmem-channel-stream'] as const;
+export const SESSION_BASELINES = [
+  'node-unix-socket-pingpong',
+  'node-unix-socket-stream',
+  'ivshmem-pingpong',
+  'ivshmem-pingpong-busypoll',
+  'ivshmem-channel-stream',
+] as const;
 export type SessionBaselineName = (typeof SESSION_BASELINES)[number];
 
 type Step = { name: SessionBaselineName; run: () => Promise<BaselineResult> };
@@ -107,44 +115,47 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
         };
       },
     },
-    {
-      name: 'ivshmem-pingpong',
-      run: async () => {
-        const lanes = layoutLanes(session.dataOffset, 2, 16, 1);
-        const [ab, ba] = [lanes[0]!, lanes[1]!];
-        const messages = 2 * rounds;
-        const out = await session.run(
-          {
-            adapter: 'ivshmem',
-            label: 'ivshmem-pingpong',
-            roles: [
-              // Back-to-back, as an application (and the other baselines) would reply.
-              { kind: 'ping', out: ab, in: ba, other: session.ids[1]!, messages, sparse: false },
-              { kind: 'pong', out: ba, in: ab, other: session.ids[0]!, messages, sparse: false },
-            ],
-          },
-          timeoutMs,
-          epoch,
-        );
-        const ping = out.finished[0]!;
-        const h = new Histogram();
-        if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
-        const { totals } = sumCollected(out.collected);
-        const half50 = h.quantile(0.5);
-        const half99 = h.quantile(0.99);
-        return {
-          name: 'ivshmem-pingpong',
-          available: true,
-          rttP50Us: us(half50 === null ? null : 2 * half50),
-          rttP99Us: us(half99 === null ? null : 2 * half99),
-          msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
-          messages,
-          interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
-          kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
-          description: 'the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)',
-        };
-      },
-    },
+    ...([false, true] as const).map((busyPoll) => {
+      const name = busyPoll ? ('ivshmem-pingpong-busypoll' as const) : ('ivshmem-pingpong' as const);
+      return {
+        name,
+        run: async () => {
+          const lanes = layoutLanes(session.dataOffset, 2, 16, 1);
+          const [ab, ba] = [lanes[0]!, lanes[1]!];
+          const messages = 2 * rounds;
+          const out = await session.run(
+            {
+              adapter: busyPoll ? 'ivshmem-busypoll' : 'ivshmem',
+              label: name,
+              roles: [
+                // Back-to-back, as an application (and the other baselines) would reply.
+                { kind: 'ping', out: ab, in: ba, other: session.ids[1]!, messages, sparse: false },
+                { kind: 'pong', out: ba, in: ab, other: session.ids[0]!, messages, sparse: false },
+              ],
+            },
+            timeoutMs,
+            epoch,
+          );
+          const ping = out.finished[0]!;
+          const h = new Histogram();
+          if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
+          const { totals } = sumCollected(out.collected);
+          const half50 = h.quantile(0.5);
+          const half99 = h.quantile(0.99);
+          return {
+            name,
+            available: true,
+            rttP50Us: us(half50 === null ? null : 2 * half50),
+            rttP99Us: us(half99 === null ? null : 2 * half99),
+            msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
+            messages,
+            interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
+            kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
+            description: `the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)${busyPoll ? `; receivers busy-poll for ${BUSY_POLL_MICROS} µs before sleeping` : ', receivers block at once'}`,
+          };
+        },
+      };
+    }),
     {
       name: 'ivshmem-channel-stream',
       run: async () => {

@@ -62,7 +62,9 @@ export function createAdapter(name: AdapterName, peer: Peer): DesignAdapter {
     case 'bitmask-w1c':
       return new BitmaskAdapter(peer, 'register');
     case 'ivshmem':
-      return new IvshmemAdapter(peer);
+      return new IvshmemAdapter(peer, 0);
+    case 'ivshmem-busypoll':
+      return new IvshmemAdapter(peer, BUSY_POLL_MICROS);
   }
 }
 
@@ -241,14 +243,20 @@ class BitmaskAdapter implements DesignAdapter {
   }
 }
 
+/** How long the busy-polling receiver of `ivshmem-pingpong-busypoll` polls before it sleeps. */
+export const BUSY_POLL_MICROS = 50;
+
 class IvshmemAdapter implements DesignAdapter {
-  readonly name = 'ivshmem' as const;
+  readonly name: 'ivshmem' | 'ivshmem-busypoll';
   readonly #peer: Peer;
   readonly #doorbell: BitmaskDoorbell;
+  readonly #busyPollMicros: number;
   #base: DoorbellCounters;
 
-  constructor(peer: Peer) {
+  constructor(peer: Peer, busyPollMicros: number) {
+    this.name = busyPollMicros > 0 ? 'ivshmem-busypoll' : 'ivshmem';
     this.#peer = peer;
+    this.#busyPollMicros = busyPollMicros;
     this.#doorbell = new BitmaskDoorbell(peer);
     this.#base = peer.counters();
   }
@@ -262,7 +270,7 @@ class IvshmemAdapter implements DesignAdapter {
   }
 
   serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
-    return this.#doorbell.serve(hasWork, handle, { signal });
+    return this.#doorbell.serve(hasWork, handle, { signal, busyPollMicros: this.#busyPollMicros });
   }
 
   stats(): AdapterStats {

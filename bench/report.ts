@@ -189,6 +189,7 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
   const pingpong = report.results.filter((r) => r.workload === 'ping-pong' && r.error === undefined);
   const stream = report.results.filter((r) => r.workload === 'stream' && r.error === undefined);
   const ivPing = find(report.baselines, 'ivshmem-pingpong');
+  const ivBusy = find(report.baselines, 'ivshmem-pingpong-busypoll');
   const ivChan = find(report.baselines, 'ivshmem-channel-stream');
   for (const base of ['c-eventfd-pingpong', 'c-eventfd-epoll-pingpong', 'node-unix-socket-pingpong', 'c-eventfd-pingpong-same-cpu']) {
     const b = find(report.baselines, base);
@@ -199,7 +200,15 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
       values: [
         ...pingpong.map((r) => ({ name: `ping-pong/${r.design}`, ratio: ratio(r.latencyP50Us == null ? null : 2 * r.latencyP50Us, b.rttP50Us) })),
         ...(ivPing?.available ? [{ name: 'ivshmem-pingpong', ratio: ratio(ivPing.rttP50Us, b.rttP50Us) }] : []),
+        ...(ivBusy?.available ? [{ name: 'ivshmem-pingpong-busypoll', ratio: ratio(ivBusy.rttP50Us, b.rttP50Us) }] : []),
       ],
+    });
+  }
+  if (ivPing?.available && ivBusy?.available) {
+    lines.push({
+      what: 'round trip p50 (lower is better)',
+      against: 'ivshmem-pingpong (blocking)',
+      values: [{ name: 'ivshmem-pingpong-busypoll', ratio: ratio(ivBusy.rttP50Us, ivPing.rttP50Us) }],
     });
   }
   const netStream = find(report.baselines, 'node-unix-socket-stream');

@@ -14,7 +14,7 @@ export type DesignName = (typeof DESIGNS)[number];
  * (the library's own BitmaskDoorbell with no device model), used for the `ivshmem-pingpong`
  * baseline.
  */
-export type AdapterName = DesignName | 'ivshmem';
+export type AdapterName = DesignName | 'ivshmem' | 'ivshmem-busypoll';
 
 /** How a cell's latency figures were measured. */
 export type LatencyKind = 'rtt/2' | 'one-way';

@@ -75,11 +75,11 @@ describe('baselines', () => {
       timeoutMs: 30_000,
     });
     const names = report.baselines.map((b) => b.name);
-    for (const name of ['c-eventfd-pingpong', 'node-unix-socket-pingpong', 'node-unix-socket-stream', 'ivshmem-pingpong', 'ivshmem-channel-stream']) {
+    for (const name of ['c-eventfd-pingpong', 'node-unix-socket-pingpong', 'node-unix-socket-stream', 'ivshmem-pingpong', 'ivshmem-pingpong-busypoll', 'ivshmem-channel-stream']) {
       expect(names).toContain(name);
     }
     const byName = new Map(report.baselines.map((b) => [b.name, b]));
-    for (const name of ['node-unix-socket-pingpong', 'ivshmem-pingpong']) {
+    for (const name of ['node-unix-socket-pingpong', 'ivshmem-pingpong', 'ivshmem-pingpong-busypoll']) {
       const b = byName.get(name)!;
       expect(b.available, `${name}: ${b.reason}`).toBe(true);
       expect(b.rttP50Us!).toBeGreaterThan(0);
@@ -97,6 +97,8 @@ describe('baselines', () => {
     expect(channel.interceptsPerMsg!).toBeGreaterThanOrEqual(0);
     // A ping-pong over the bitmask: at most one signal and one interrupt per message.
     expect(byName.get('ivshmem-pingpong')!.interceptsPerMsg!).toBeLessThanOrEqual(2);
+    // Busy-polling receivers keep their bits set: never more than the blocking ones.
+    expect(byName.get('ivshmem-pingpong-busypoll')!.interceptsPerMsg!).toBeLessThanOrEqual(2);
     const c = byName.get('c-eventfd-pingpong')!;
     if (hasCompiler) {
       expect(c.available, c.reason).toBe(true);
