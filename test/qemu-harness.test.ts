@@ -5,23 +5,22 @@
  *
  * Without QEMU these tests skip with QEMU_MISSING_MESSAGE; in CI (CI set) they fail instead.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   QEMU_MISSING_MESSAGE,
   QemuVm,
   findQemu,
   requireQemuOrSkip,
 } from './helpers/qemu.js';
+import { useTempDir } from './helpers/paths.js';
 
 const qemu = requireQemuOrSkip();
 if (qemu === null) console.warn(QEMU_MISSING_MESSAGE);
 
-const dir = mkdtempSync(join(tmpdir(), 'ivshmem-qemu-harness-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = useTempDir('qemu-harness');
 
 function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
   const saved: Record<string, string | undefined> = {};

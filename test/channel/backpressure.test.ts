@@ -10,7 +10,7 @@
  * RangeError from every send method (even on a full ring, where it must not wait); a message
  * of exactly maxMessage goes through on an empty ring wherever the index stands.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ChannelConsumer,
   ChannelProducer,
@@ -20,13 +20,10 @@ import {
   type ReceivedMessage,
 } from '../../lib/index.js';
 import { consumeAll, Verifier } from '../fixtures/channel/common.mjs';
-import { JsonChild, Resources, killAllChildren, report, settled, sleep, within } from './helpers.js';
+import { LONG_WAIT_MS, settled, sleep, within } from '../helpers/wait.js';
+import { fromProducerChild, report, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  res.closeAll();
-  await killAllChildren();
-});
+const res = useResources();
 
 /** Two peers in this process and one channel between them (producer a → consumer b). */
 async function pair(capacity: number): Promise<{ a: Peer; b: Peer; producer: ChannelProducer; consumer: ChannelConsumer; offset: number }> {
@@ -57,16 +54,10 @@ async function turns(n = 20): Promise<void> {
 
 describe('a slow consumer across processes', () => {
   it('makes trySend() return false and send() wait; the producer is woken; nothing lost or reordered', { timeout: 120_000 }, async () => {
-    const server = res.listen('bp-slow');
-    const here = await res.connect(server);
-    const child = await JsonChild.start('producer.mjs', server, 'producer');
-    await here.waitForPeer(child.id);
-    const offset = server.dataOffset;
     const capacity = 1024;
     const count = 20_000;
     const seed = 7;
-    createChannel(here, { offset, capacity, producer: child.id, consumer: here.id });
-    const consumer = res.track(new ChannelConsumer(here, offset));
+    const { here, child, offset, consumer } = await fromProducerChild(res, 'bp-slow', capacity);
     here.resetCounters();
     const verifier = new Verifier(seed, capacity, 0, 'small');
     const consuming = consumeAll(consumer, {
@@ -77,8 +68,8 @@ describe('a slow consumer across processes', () => {
       slowMs: 2,
     });
     const [result, reply] = await Promise.all([
-      within(consuming, 'the slow consumer to read everything'),
-      child.call({ cmd: 'produce', offset, consumer: here.id, count, seed, mode: 'trySend', profile: 'small' }),
+      within(consuming, 'the slow consumer to read everything', LONG_WAIT_MS),
+      child.request({ cmd: 'produce', offset, consumer: here.id, count, seed, mode: 'trySend', profile: 'small' }),
     ]);
     expect(result.failure).toBeNull();
     expect(result.error).toBeNull();
@@ -162,7 +153,7 @@ describe('a full ring, in one process', () => {
       if (m !== null) got.push(m.data[0]!);
       await turns(5);
     }
-    await within(sending, 'the waiting send() to complete');
+    await within(sending, 'the waiting send() to complete', LONG_WAIT_MS);
     for (let m: ReceivedMessage | null; (m = consumer.tryReceive()) !== null; ) got.push(m.data[0]!);
     expect(got).toEqual(Array.from({ length: 17 }, (_, i) => i));
   });
@@ -180,7 +171,7 @@ describe('a full ring, in one process', () => {
         if (got.length % 7 === 0) await sleep(1);
       }
     })();
-    await within(Promise.all([sending, reading]), 'the batch to go through a 512-byte ring');
+    await within(Promise.all([sending, reading]), 'the batch to go through a 512-byte ring', LONG_WAIT_MS);
     expect(got).toEqual(Array.from({ length: 100 }, (_, i) => i));
   });
 });

@@ -11,20 +11,17 @@
  *   so each peer's writer waits for space while the same peer's reader is busy. The one reactor
  *   per peer must keep both going: no deadlock, everything in order.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { channelBytes, type DoorbellCounters, type PeerServer } from '../../lib/index.js';
-import { JsonChild, Resources, killAllChildren, rate, report } from './helpers.js';
+import type { JsonChild } from '../helpers/children.js';
+import { rate, report, startChild, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  res.closeAll();
-  await killAllChildren();
-});
+const res = useResources();
 
 async function twoEnds(tag: string): Promise<{ server: PeerServer; a: JsonChild; b: JsonChild }> {
   const server = res.listen(tag);
-  const a = await JsonChild.start('duplex.mjs', server, 'duplex A');
-  const b = await JsonChild.start('duplex.mjs', server, 'duplex B');
+  const a = await startChild('duplex.mjs', server, 'duplex A');
+  const b = await startChild('duplex.mjs', server, 'duplex B');
   return { server, a, b };
 }
 
@@ -43,8 +40,8 @@ describe('openDuplex between two processes', () => {
     const offset = server.dataOffset;
     const capacity = 4096;
     const common = { offset, capacity, profile: 'small' };
-    const serverSide = b.call({ cmd: 'duplex', other: a.id, role: 'echo-server', ...common });
-    const client = await a.call({ cmd: 'duplex', other: b.id, role: 'echo-client', count: 10_000, seed: 5, pingPong: true, ...common });
+    const serverSide = b.request({ cmd: 'duplex', other: a.id, role: 'echo-server', ...common });
+    const client = await a.request({ cmd: 'duplex', other: b.id, role: 'echo-client', count: 10_000, seed: 5, pingPong: true, ...common });
     const echo = await serverSide;
     expect(client.failure).toBeNull();
     expect(client.received).toBe(10_000);
@@ -61,8 +58,8 @@ describe('openDuplex between two processes', () => {
   it('echo, pipelined through 1024-byte rings: 10,000 messages, in order', { timeout: 120_000 }, async () => {
     const { server, a, b } = await twoEnds('dx-pipe');
     const common = { offset: server.dataOffset, capacity: 1024, profile: 'small' };
-    const serverSide = b.call({ cmd: 'duplex', other: a.id, role: 'echo-server', ...common });
-    const client = await a.call({ cmd: 'duplex', other: b.id, role: 'echo-client', count: 10_000, seed: 6, ...common });
+    const serverSide = b.request({ cmd: 'duplex', other: a.id, role: 'echo-server', ...common });
+    const client = await a.request({ cmd: 'duplex', other: b.id, role: 'echo-client', count: 10_000, seed: 6, ...common });
     const echo = await serverSide;
     expect(client.failure).toBeNull();
     expect(client.error).toBeNull();
@@ -77,8 +74,8 @@ describe('openDuplex between two processes', () => {
     const count = 100_000;
     const common = { offset: server.dataOffset, capacity: 512, profile: 'small', count, holdEvery: 100 };
     const [ra, rb] = await Promise.all([
-      a.call({ cmd: 'duplex', other: b.id, role: 'flood', seed: 1, otherSeed: 2, ...common }),
-      b.call({ cmd: 'duplex', other: a.id, role: 'flood', seed: 2, otherSeed: 1, ...common }),
+      a.request({ cmd: 'duplex', other: b.id, role: 'flood', seed: 1, otherSeed: 2, ...common }),
+      b.request({ cmd: 'duplex', other: a.id, role: 'flood', seed: 2, otherSeed: 1, ...common }),
     ]);
     for (const r of [ra, rb]) {
       expect(r.failure).toBeNull();

@@ -18,8 +18,7 @@
  *   waitForChannel → TimeoutError when nothing appears, the info when something does.
  * - Regressions (the block at the end): bugs found in lib/channel.ts by these tests, now fixed.
  */
-import { rmSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ChannelConsumer,
   ChannelProducer,
@@ -39,14 +38,13 @@ import {
   type PeerServer,
   type ReceivedMessage,
 } from '../../lib/index.js';
-import { consumeAll, mulberry32, recordSize, Verifier } from '../fixtures/channel/common.mjs';
-import { JsonChild, Resources, killAllChildren, report, settled, sleep, uniqueSocketPath, waitFor, within } from './helpers.js';
+import { consumeAll, recordSize, Verifier } from '../fixtures/channel/common.mjs';
+import { mulberry32 } from '../fixtures/common.mjs';
+import { startServerChild } from '../helpers/children.js';
+import { LONG_WAIT_MS, settled, sleep, waitFor, within } from '../helpers/wait.js';
+import { fromProducerChild, report, spawnChild, startChild, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  res.closeAll();
-  await killAllChildren();
-});
+const res = useResources();
 
 const HEAD = 16;
 const TAIL = 32;
@@ -79,17 +77,9 @@ function expectCode(error: unknown, code: string): void {
 describe('a producer process that dies', () => {
   for (const killAt of [3_000, 20_000, 60_000]) {
     it(`SIGKILLed while sending in a loop (after ${killAt} messages read): whole valid messages, then PeerLeftError`, { timeout: 120_000 }, async () => {
-      const server = res.listen('kill');
-      const here = await res.connect(server);
-      const child = await JsonChild.start('producer.mjs', server, 'producer');
-      await here.waitForPeer(child.id);
-      const offset = server.dataOffset;
       const capacity = 4096;
       const seed = 1000 + killAt;
-      createChannel(here, { offset, capacity, producer: child.id, consumer: here.id });
-      const consumer = res.track(new ChannelConsumer(here, offset));
-      const left: number[] = [];
-      consumer.on('producer-left', (id) => left.push(id));
+      const { here, child, offset, consumer, left } = await fromProducerChild(res, 'kill', capacity);
       const verifier = new Verifier(seed, capacity, 0, 'uniform');
       let killed = false;
       const consuming = consumeAll(consumer, {
@@ -105,8 +95,8 @@ describe('a producer process that dies', () => {
       });
       // Sends until killed (count -1); large messages, so it often dies inside a record.
       child.send({ cmd: 'produce', offset, consumer: here.id, count: -1, seed, mode: 'send', profile: 'uniform' });
-      const result = await within(consuming, 'the consumer to hit the end of the stream');
-      await within(child.exited, 'the producer to die');
+      const result = await within(consuming, 'the consumer to hit the end of the stream', LONG_WAIT_MS);
+      await within(child.exited, 'the producer to die', LONG_WAIT_MS);
 
       expect(killed).toBe(true);
       expect(result.failure).toBeNull(); // every message read was whole and valid, in order
@@ -129,22 +119,15 @@ describe('a producer process that dies', () => {
   }
 
   it('SIGKILLed before the consumer reads (no close): all committed messages, then PeerLeftError', { timeout: 60_000 }, async () => {
-    const server = res.listen('kill2');
-    const here = await res.connect(server);
-    const child = await JsonChild.start('producer.mjs', server, 'producer');
-    await here.waitForPeer(child.id);
-    const offset = server.dataOffset;
-    createChannel(here, { offset, capacity: 65536, producer: child.id, consumer: here.id });
-    const consumer = res.track(new ChannelConsumer(here, offset));
-    const left: number[] = [];
-    consumer.on('producer-left', (id) => left.push(id));
-    const reply = await child.call({ cmd: 'produce', offset, consumer: here.id, count: 100, seed: 9, mode: 'send', close: false, profile: 'tiny' });
+    const { here, child, offset, consumer, left } = await fromProducerChild(res, 'kill2', 65536);
+    const reply = await child.request({ cmd: 'produce', offset, consumer: here.id, count: 100, seed: 9, mode: 'send', close: false, profile: 'tiny' });
     expect(reply.sent).toBe(100);
     await child.kill('SIGKILL');
-    await waitFor(() => left.length > 0, "'producer-left'");
+    await waitFor(() => left.length > 0, "'producer-left'", LONG_WAIT_MS);
     const result = await within(
       consumeAll(consumer, { verifiers: new Map([[child.id, new Verifier(9, 65536, 0, 'tiny')]]), shmBuffer: here.shm.buffer }),
       'the consumer',
+      LONG_WAIT_MS,
     );
     expect(result.failure).toBeNull();
     expect(result.received).toBe(100);
@@ -155,18 +138,10 @@ describe('a producer process that dies', () => {
 
 describe('a producer that closes its end', () => {
   it('ends the iteration normally after all messages while the producer stays connected', { timeout: 60_000 }, async () => {
-    const server = res.listen('close');
-    const here = await res.connect(server);
-    const child = await JsonChild.start('producer.mjs', server, 'producer');
-    await here.waitForPeer(child.id);
-    const offset = server.dataOffset;
-    createChannel(here, { offset, capacity: 4096, producer: child.id, consumer: here.id });
-    const consumer = res.track(new ChannelConsumer(here, offset));
-    const left: number[] = [];
-    consumer.on('producer-left', (id) => left.push(id));
+    const { here, child, offset, consumer, left } = await fromProducerChild(res, 'close', 4096);
     const consuming = consumeAll(consumer, { verifiers: new Map([[child.id, new Verifier(3, 4096)]]), shmBuffer: here.shm.buffer });
-    const reply = await child.call({ cmd: 'produce', offset, consumer: here.id, count: 20_000, seed: 3, mode: 'send', profile: 'small' });
-    const result = await within(consuming, 'the iteration to end');
+    const reply = await child.request({ cmd: 'produce', offset, consumer: here.id, count: 20_000, seed: 3, mode: 'send', profile: 'small' });
+    const result = await within(consuming, 'the iteration to end', LONG_WAIT_MS);
     expect(reply.sent).toBe(20_000);
     expect(result.failure).toBeNull();
     expect(result.error).toBeNull();
@@ -177,22 +152,15 @@ describe('a producer that closes its end', () => {
   });
 
   it('ends it normally even when the producer process is gone before the consumer reads', { timeout: 60_000 }, async () => {
-    const server = res.listen('close2');
-    const here = await res.connect(server);
-    const child = await JsonChild.start('producer.mjs', server, 'producer');
-    await here.waitForPeer(child.id);
-    const offset = server.dataOffset;
-    createChannel(here, { offset, capacity: 65536, producer: child.id, consumer: here.id });
-    const consumer = res.track(new ChannelConsumer(here, offset));
-    const left: number[] = [];
-    consumer.on('producer-left', (id) => left.push(id));
-    await child.call({ cmd: 'produce', offset, consumer: here.id, count: 100, seed: 4, mode: 'send', profile: 'tiny' });
-    await child.call({ cmd: 'quit' }).catch(() => undefined);
-    await within(child.exited, 'the producer to exit');
-    await waitFor(() => left.length > 0, "'producer-left'");
+    const { here, child, offset, consumer, left } = await fromProducerChild(res, 'close2', 65536);
+    await child.request({ cmd: 'produce', offset, consumer: here.id, count: 100, seed: 4, mode: 'send', profile: 'tiny' });
+    await child.request({ cmd: 'quit' }).catch(() => undefined);
+    await within(child.exited, 'the producer to exit', LONG_WAIT_MS);
+    await waitFor(() => left.length > 0, "'producer-left'", LONG_WAIT_MS);
     const result = await within(
       consumeAll(consumer, { verifiers: new Map([[child.id, new Verifier(4, 65536, 0, 'tiny')]]), shmBuffer: here.shm.buffer }),
       'the consumer',
+      LONG_WAIT_MS,
     );
     expect(result.failure).toBeNull();
     expect(result.error).toBeNull(); // closed wins over left: a normal end
@@ -205,7 +173,7 @@ describe('a consumer that leaves', () => {
     const server = res.listen('cleft');
     const here = await res.connect(server);
     // A peer that never reads (the producer fixture, idle).
-    const child = await JsonChild.start('producer.mjs', server, 'idle consumer');
+    const child = await startChild('producer.mjs', server, 'idle consumer');
     await here.waitForPeer(child.id);
     const offset = server.dataOffset;
     createChannel(here, { offset, capacity: 1024, producer: here.id, consumer: child.id });
@@ -218,7 +186,7 @@ describe('a consumer that leaves', () => {
     const sending = settled(producer.send(new Uint8Array(100)));
     await sleep(20);
     await child.kill('SIGKILL');
-    const outcome = await within(sending, 'the waiting send() to fail');
+    const outcome = await within(sending, 'the waiting send() to fail', LONG_WAIT_MS);
     expect(outcome.ok).toBe(false);
     const error = outcome.ok ? null : outcome.error;
     expect(error).toBeInstanceOf(PeerLeftError);
@@ -466,7 +434,7 @@ describe('argument and role checks', () => {
     const waiting = waitForChannel(b, offset, 10_000);
     await sleep(30);
     createChannel(a, { offset, capacity: 1024, producer: a.id, consumer: b.id });
-    expect(await within(waiting, 'waitForChannel to see the channel')).toEqual({ capacity: 1024, producer: a.id, consumer: b.id });
+    expect(await within(waiting, 'waitForChannel to see the channel', LONG_WAIT_MS)).toEqual({ capacity: 1024, producer: a.id, consumer: b.id });
   });
 
   it('a closed producer or consumer refuses to work (ClosedError)', async () => {
@@ -573,17 +541,14 @@ describe('regressions: bugs found and fixed in lib/channel.ts', () => {
     // The server in a child: this process blocks its event loop so that its peer cannot have
     // processed the consumer's join when it opens the channel and sends — the window a producer
     // following the documented pattern (waitForChannel, then send) can hit.
-    const socketPath = uniqueSocketPath('late');
-    res.track({ close: () => rmSync(socketPath, { force: true }) }); // the server child is SIGKILLed
-    const serverChild = new JsonChild('server.mjs', { socketPath }, 'server');
-    const listening = await serverChild.waitForType('listening');
+    const { socketPath, listening } = await startServerChild({ bitmask: true, size: 1 << 20 }, 'server', { waitMs: LONG_WAIT_MS });
     const dataOffset = listening.dataOffset as number;
     const a = await res.connect(socketPath);
     const capacity = 4096;
     const offset = dataOffset;
     const flagOffset = offset + channelBytes(capacity);
     const flag = new Int32Array(a.shm.buffer, flagOffset, 1);
-    const consumerChild = new JsonChild('late-consumer.mjs', { socketPath, offset, capacity, producer: a.id, flagOffset }, 'late consumer');
+    const consumerChild = spawnChild('late-consumer.mjs', { socketPath, offset, capacity, producer: a.id, flagOffset }, 'late consumer');
     // Blocked until the consumer created the ring, started reading and (200 ms later) flagged.
     const nap = new Int32Array(new SharedArrayBuffer(4));
     const deadline = Date.now() + 20_000;
@@ -604,16 +569,13 @@ describe('regressions: bugs found and fixed in lib/channel.ts', () => {
   });
 
   it('a consumer that has not yet seen its producer join still wakes the waiting producer', { timeout: 60_000 }, async () => {
-    const socketPath = uniqueSocketPath('late2');
-    res.track({ close: () => rmSync(socketPath, { force: true }) }); // the server child is SIGKILLed
-    const serverChild = new JsonChild('server.mjs', { socketPath }, 'server');
-    const listening = await serverChild.waitForType('listening');
+    const { socketPath, listening } = await startServerChild({ bitmask: true, size: 1 << 20 }, 'server', { waitMs: LONG_WAIT_MS });
     const here = await res.connect(socketPath);
     const capacity = 1024;
     const offset = listening.dataOffset as number;
     const words = new Uint32Array(here.shm.buffer, offset, 64);
     const produce = { offset, consumer: here.id, count: 200, seed: 12, mode: 'send', profile: 'small', create: { capacity } };
-    const child = new JsonChild('producer.mjs', { socketPath, autoProduce: produce }, 'late producer');
+    const child = spawnChild('producer.mjs', { socketPath, autoProduce: produce }, 'late producer');
     // Blocked until the producer laid out the ring, filled it and waits for space (flag set).
     const nap = new Int32Array(new SharedArrayBuffer(4));
     const deadline = Date.now() + 20_000;
@@ -636,7 +598,7 @@ describe('regressions: bugs found and fixed in lib/channel.ts', () => {
     const rest = consumeAll(consumer, { verifiers: new Map([[producerId, verifier]]), shmBuffer: here.shm.buffer });
     const produced = await settled(child.waitForType('produced', 5000));
     expect(produced.ok, 'the producer sleeps forever: its waiting flag was cleared but it was never rung').toBe(true);
-    const result = await within(rest, 'the rest');
+    const result = await within(rest, 'the rest', LONG_WAIT_MS);
     expect(result.failure).toBeNull();
     expect(read + result.received).toBe(200);
   });

@@ -9,16 +9,15 @@
  * edges together never exceed the consumer's clears + 1. The suppressed fraction (rings that
  * found the bit already set and cost nothing) is printed.
  */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { channelBytes, ChannelConsumer, createFanIn, type DoorbellCounters } from '../../lib/index.js';
 import { consumeAll, Verifier } from '../fixtures/channel/common.mjs';
-import { JsonChild, Resources, killAllChildren, rate, report, sumCounters, within } from './helpers.js';
+import type { JsonChild } from '../helpers/children.js';
+import { sumCounters } from '../helpers/resources.js';
+import { LONG_WAIT_MS, within } from '../helpers/wait.js';
+import { rate, report, startChild, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  res.closeAll();
-  await killAllChildren();
-});
+const res = useResources();
 
 const PRODUCERS = 4;
 const PER_PRODUCER = 250_000;
@@ -28,7 +27,7 @@ it('4 producer processes → one consumer: all messages, per-producer order, one
   const server = res.listen('fanin');
   const here = await res.connect(server);
   const producers: JsonChild[] = [];
-  for (let i = 0; i < PRODUCERS; i++) producers.push(await JsonChild.start('producer.mjs', server, `producer #${i}`));
+  for (let i = 0; i < PRODUCERS; i++) producers.push(await startChild('producer.mjs', server, `producer #${i}`));
   for (const p of producers) await here.waitForPeer(p.id);
   const ids = producers.map((p) => p.id);
 
@@ -57,10 +56,10 @@ it('4 producer processes → one consumer: all messages, per-producer order, one
   const modes = ['send', 'sendBatch', 'trySend', 'trySendBatch'];
   const replies = await Promise.all(
     producers.map((p, i) =>
-      p.call({ cmd: 'produce', offset: offsets[i], consumer: here.id, count: PER_PRODUCER, seed: 100 + i, mode: modes[i % modes.length], profile: 'small' }),
+      p.request({ cmd: 'produce', offset: offsets[i], consumer: here.id, count: PER_PRODUCER, seed: 100 + i, mode: modes[i % modes.length], profile: 'small' }),
     ),
   );
-  const result = await within(consuming, 'the consumer to read every producer to its end');
+  const result = await within(consuming, 'the consumer to read every producer to its end', LONG_WAIT_MS);
   const mine = here.counters();
 
   expect(result.failure).toBeNull();

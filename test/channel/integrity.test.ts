@@ -13,19 +13,16 @@
  * maximum; 250,000). All four also pass at 10^6 each, but take ~45 s together on 2 cores; the
  * smaller counts keep the file near 20 s. Each prints messages/s.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ChannelConsumer, createChannel, type DoorbellCounters, type Peer, type PeerServer } from '../../lib/index.js';
 import { consumeAll, Verifier, type ConsumeMode, type PlanStats, type SizeProfile } from '../fixtures/channel/common.mjs';
-import { JsonChild, Resources, killAllChildren, rate, report, within } from './helpers.js';
+import { LONG_WAIT_MS, within } from '../helpers/wait.js';
+import { rate, report, startChild, useResources } from './helpers.js';
 
 const CAPACITY = 4096;
 const MAX = CAPACITY / 2 - 8;
 
-const res = new Resources();
-afterEach(async () => {
-  res.closeAll();
-  await killAllChildren();
-});
+const res = useResources();
 
 interface Variant {
   name: string;
@@ -61,7 +58,7 @@ function setIndices(peer: Peer, offset: number, start: number): void {
 async function runVariant(v: Variant): Promise<{ produced: ProduceReply; received: number; elapsedMs: number }> {
   const server: PeerServer = res.listen('integrity');
   const here = await res.connect(server);
-  const producer = await JsonChild.start('producer.mjs', server, 'producer');
+  const producer = await startChild('producer.mjs', server, 'producer');
   const offset = server.dataOffset;
   const start = v.start ?? 0;
   const profile = v.profile ?? 'small';
@@ -83,8 +80,8 @@ async function runVariant(v: Variant): Promise<{ produced: ProduceReply; receive
       ...(v.keepCopies === undefined ? {} : { keepCopies: v.keepCopies }),
     });
     const [result, reply] = await Promise.all([
-      within(consuming, `the consumer to read ${v.count} messages`),
-      producer.call({ ...produceCommand, consumer: here.id }),
+      within(consuming, `the consumer to read ${v.count} messages`, LONG_WAIT_MS),
+      producer.request({ ...produceCommand, consumer: here.id }),
     ]);
     expect(result.failure).toBeNull();
     expect(result.error).toBeNull();
@@ -95,10 +92,10 @@ async function runVariant(v: Variant): Promise<{ produced: ProduceReply; receive
     elapsedMs = result.elapsedMs;
     produced = reply as unknown as ProduceReply;
   } else {
-    const consumerChild = await JsonChild.start('consumer.mjs', server, 'consumer');
+    const consumerChild = await startChild('consumer.mjs', server, 'consumer');
     createChannel(here, { offset, capacity: CAPACITY, producer: producer.id, consumer: consumerChild.id });
     setIndices(here, offset, start);
-    const consuming = consumerChild.call({
+    const consuming = consumerChild.request({
       cmd: 'consume',
       offsets: [offset],
       producers: [{ id: producer.id, seed: v.seed, profile }],
@@ -106,7 +103,7 @@ async function runVariant(v: Variant): Promise<{ produced: ProduceReply; receive
       keepCopies: v.keepCopies ?? 0,
     });
     await consumerChild.waitForType('consuming');
-    const [result, reply] = await Promise.all([consuming, producer.call({ ...produceCommand, consumer: consumerChild.id })]);
+    const [result, reply] = await Promise.all([consuming, producer.request({ ...produceCommand, consumer: consumerChild.id })]);
     expect(result.failure).toBeNull();
     expect(result.error).toBeNull();
     expect(result.received).toBe(v.count);

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { REPO, run, stopAll } from '../fixtures/cli/child.js';
+import { run } from '../fixtures/cli/child.js';
+import { killAllChildren } from '../helpers/children.js';
+import { REPO } from '../helpers/paths.js';
 
-afterEach(stopAll);
+afterEach(() => killAllChildren());
 
 describe('ivshmem', () => {
   it('--version prints the version of package.json', async () => {

@@ -1,10 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ivshmem, run, Scratch, stopAll, type CliProcess, type JsonEvent } from '../fixtures/cli/child.js';
+import { ivshmem, run, type CliProcess, type JsonEvent } from '../fixtures/cli/child.js';
+import { killAllChildren } from '../helpers/children.js';
+import { Scratch } from '../helpers/paths.js';
 
 const scratch = new Scratch();
 
 afterEach(async () => {
-  await stopAll();
+  await killAllChildren();
   scratch.cleanup();
 });
 
@@ -148,8 +150,8 @@ describe('ivshmem peer --json', () => {
     // One at a time, so that each leave is seen by the peers still there.
     const stops: [typeof eof, () => void][] = [
       [eof, () => eof.peer.endInput()],
-      [int, () => int.peer.kill('SIGINT')],
-      [term, () => term.peer.kill('SIGTERM')],
+      [int, () => int.peer.signal('SIGINT')],
+      [term, () => term.peer.signal('SIGTERM')],
     ];
     for (const [i, [leaving, stop]] of stops.entries()) {
       stop();
@@ -169,7 +171,7 @@ describe('ivshmem peer --json', () => {
     a.peer.send('write 0x100 cafe');
     await a.peer.event('written');
 
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     expect((await server.exit()).code).toBe(0);
     await a.peer.event('server-lost');
     await b.peer.event('server-lost');
@@ -249,7 +251,7 @@ describe('ivshmem peer (text)', () => {
     expect((await b.exit()).code).toBe(0);
     await a.stdout.line('peer 1 left');
 
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     await a.stdout.line('server lost');
     a.send('read 0x40 4');
     expect(await a.stdout.take()).toMatch(/^00000040  de ad be ef/);

@@ -1,12 +1,14 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ivshmem, run, Scratch, stopAll, type CliProcess } from '../fixtures/cli/child.js';
+import { ivshmem, run, type CliProcess } from '../fixtures/cli/child.js';
+import { killAllChildren } from '../helpers/children.js';
+import { Scratch } from '../helpers/paths.js';
 
 const scratch = new Scratch();
 
 afterEach(async () => {
-  await stopAll();
+  await killAllChildren();
   scratch.cleanup();
 });
 
@@ -35,7 +37,7 @@ describe('ivshmem server', () => {
     const peer = await connectPeer(socket);
     await server.stdout.line('peer 0 joined');
 
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     expect(await server.exit()).toEqual({ code: 0, signal: null });
     expect(server.stdout.history).toContain('peer 0 left (server-closed)');
     expect(existsSync(socket)).toBe(false);
@@ -51,7 +53,7 @@ describe('ivshmem server', () => {
     peer.send('quit');
     expect((await peer.exit()).code).toBe(0);
     await server.stdout.line('peer 0 left (disconnected)');
-    server.kill('SIGINT');
+    server.signal('SIGINT');
     expect(await server.exit()).toEqual({ code: 0, signal: null });
     expect(existsSync(socket)).toBe(false);
   });
@@ -111,7 +113,7 @@ describe('ivshmem server', () => {
     const server = await startServer(socket, ['-l', '1M']);
     await connectPeer(socket);
     await server.stdout.line('peer 0 joined');
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     await server.exit();
     expect(server.stderr.text()).toBe('');
   });
@@ -151,9 +153,9 @@ describe('ivshmem server', () => {
   it('the live server keeps serving after a second server probed it', async () => {
     const socket = scratch.socket();
     const first = await startServer(socket);
-    first.kill('SIGSTOP');
+    first.signal('SIGSTOP');
     const second = await run(['server', '-S', socket]);
-    first.kill('SIGCONT');
+    first.signal('SIGCONT');
     expect(second.code).toBe(1);
     const peer = ivshmem(['peer', '-S', socket, '--json'], 'peer');
     await peer.event('connected', () => true, 10_000);
@@ -167,10 +169,10 @@ describe('ivshmem server', () => {
     const socket = scratch.socket();
     const server = await startServer(socket);
     const a = await connectPeer(socket);
-    a.kill('SIGSTOP');
+    a.signal('SIGSTOP');
     const b = await connectPeer(socket);
     await server.stdout.line('peer 1 joined');
-    a.kill('SIGKILL');
+    a.signal('SIGKILL');
     const seen = await b.stdout.matching(/"event":"(peer-left|server-lost)"/);
     expect(JSON.parse(seen)).toEqual({ event: 'peer-left', id: 0 });
     const c = ivshmem(['peer', '-S', socket, '--json'], 'peer C');
@@ -183,7 +185,7 @@ describe('ivshmem server', () => {
     const server = await startServer(socket, ['-n', '4']);
     const peers = [await connectPeer(socket), await connectPeer(socket), await connectPeer(socket)];
     for (const id of [0, 1, 2]) await server.stdout.line(`peer ${id} joined`);
-    for (const peer of peers) peer.kill('SIGKILL');
+    for (const peer of peers) peer.signal('SIGKILL');
     const left: string[] = [];
     for (let i = 0; i < 3; i++) left.push((await server.stdout.matching(/^peer \d+ left \(/)).split(' ')[1]!);
     expect(left.sort()).toEqual(['0', '1', '2']);
@@ -194,14 +196,14 @@ describe('ivshmem server', () => {
   it('replaces a stale socket file left by a killed server', async () => {
     const socket = scratch.socket();
     const killed = await startServer(socket);
-    killed.kill('SIGKILL');
+    killed.signal('SIGKILL');
     expect((await killed.exit()).signal).toBe('SIGKILL');
     expect(statSync(socket).isSocket()).toBe(true);
 
     const server = await startServer(socket);
     await connectPeer(socket);
     await server.stdout.line('peer 0 joined');
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     expect((await server.exit()).code).toBe(0);
     expect(existsSync(socket)).toBe(false);
   });
@@ -231,7 +233,7 @@ describe('ivshmem server', () => {
     const pidFile = scratch.path('pid');
     const server = await startServer(socket, ['-p', pidFile, '-F']);
     expect(readFileSync(pidFile, 'utf8').trim()).toBe(String(server.pid));
-    server.kill('SIGTERM');
+    server.signal('SIGTERM');
     expect((await server.exit()).code).toBe(0);
     expect(existsSync(pidFile)).toBe(false);
   });

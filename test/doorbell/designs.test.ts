@@ -4,7 +4,7 @@
  * One server and a few Peers in this process; every wait is event-driven with a generous
  * timeout; "nothing happened" is checked after a few event-loop turns and a short wait.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   BitmaskDevice,
   BitmaskDoorbell,
@@ -18,13 +18,11 @@ import {
   readHeader,
   type PeerServer,
 } from '../../lib/index.js';
-import { Resources, Tally, killAllChildren, knowsAll, next, pendingBit, settle, startServerChild, waitFor } from './helpers.js';
+import { startServerChild } from '../helpers/children.js';
+import { Tally, next, settle, waitFor } from '../helpers/wait.js';
+import { knowsAll, pendingBit, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  await killAllChildren();
-  res.closeAll();
-});
+const res = useResources();
 
 async function group(server: PeerServer, n: number, options: Parameters<typeof Peer.connect>[1] = {}): Promise<Peer[]> {
   const peers: Peer[] = [];

@@ -7,34 +7,18 @@
  * sequence unread; while another peer joins). Those servers run in a child process, so that
  * a crash shows up as a failed assertion instead of an uncaught error in the test process.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BitmaskDoorbell, Peer, readHeader, UnixSocket, type PeerServer } from '../../lib/index.js';
-import {
-  JsonChild,
-  Resources,
-  Tally,
-  bitIds,
-  killAllChildren,
-  knowsAll,
-  liveBit,
-  next,
-  pendingBit,
-  settle,
-  startServerChild,
-  waitFor,
-} from './helpers.js';
+import { JsonChild, startServerChild } from '../helpers/children.js';
+import { Tally, next, settle, waitFor } from '../helpers/wait.js';
+import { bitIds, knowsAll, liveBit, pendingBit, useResources } from './helpers.js';
 
-const res = new Resources();
-afterEach(async () => {
-  await killAllChildren();
-  res.closeAll();
-});
+const res = useResources();
 
-async function bitmaskChild(server: PeerServer | string, name: string, serve = false): Promise<JsonChild & { id: number }> {
+/** A bitmask peer in a child (test/fixtures/doorbell/bitmask-peer.mjs), connected once this resolves. */
+function bitmaskChild(server: PeerServer | string, name: string, serve = false): Promise<JsonChild> {
   const socketPath = typeof server === 'string' ? server : server.socketPath;
-  const child = new JsonChild('bitmask-peer.mjs', { socketPath, serve }, name);
-  const ready = await child.waitForType('ready');
-  return Object.assign(child, { id: ready.id as number });
+  return JsonChild.fixture('doorbell/bitmask-peer.mjs', { socketPath, serve }, name).whenReady();
 }
 
 describe('a bitmask peer SIGKILLed while its pending bit is set', () => {

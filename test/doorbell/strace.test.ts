@@ -8,22 +8,19 @@
  *
  * Without strace: skipped with a message, except in CI (CI set), where it fails.
  */
-import { readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DoorbellCounters } from '../../lib/index.js';
-import { JsonChild, Resources, STRACE_MISSING_MESSAGE, killAllChildren, requireStraceOrSkip, within } from './helpers.js';
+import { JsonChild } from '../helpers/children.js';
+import { Scratch } from '../helpers/paths.js';
+import { within } from '../helpers/wait.js';
+import { STRACE_MISSING_MESSAGE, requireStraceOrSkip, useResources } from './helpers.js';
 
 const strace = requireStraceOrSkip();
 
-const res = new Resources();
-const traces: string[] = [];
-afterEach(async () => {
-  await killAllChildren();
-  res.closeAll();
-  for (const f of traces.splice(0)) rmSync(f, { force: true });
-});
+const traces = new Scratch();
+afterEach(() => traces.cleanup()); // runs after useResources' afterEach: the traced children are gone by then
+const res = useResources();
 
 interface EventfdCall {
   pid: number;
@@ -110,16 +107,12 @@ describe('native counters against strace', () => {
 
   it.skipIf(strace === null)('eventfdWrites and eventfdReads equal the eventfd write(2)/read(2) calls strace sees', { timeout: 120_000 }, async () => {
     const server = res.listen('strace', { size: 64 * 1024, bitmask: true });
-    const trace = join(tmpdir(), `ivdb-strace-${process.pid}-${Date.now()}.log`);
-    traces.push(trace);
+    const trace = traces.path('log', 'strace');
     const ROUNDS = 10;
     const PER_ROUND = 100;
-    const child = new JsonChild(
-      'strace-peers.mjs',
-      { socketPath: server.socketPath, rounds: ROUNDS, perRound: PER_ROUND },
-      'traced peers',
-      [strace!, '-f', '-qq', '-e', 'trace=write,read', '-e', 'signal=none', '-o', trace, '--'],
-    );
+    const child = JsonChild.fixture('doorbell/strace-peers.mjs', { socketPath: server.socketPath, rounds: ROUNDS, perRound: PER_ROUND }, 'traced peers', {
+      prefix: [strace!, '-f', '-qq', '-e', 'trace=write,read', '-e', 'signal=none', '-o', trace, '--'],
+    });
     const ready = await child.waitForType('ready', 60_000);
     const done = await child.waitForType('done', 60_000);
     // Close the server before the peers leave (nothing of the server is traced anyway), then

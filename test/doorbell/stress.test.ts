@@ -15,18 +15,17 @@
  * that catches a receive loop without the re-check). The counters (suppressed fraction) are
  * printed.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DoorbellCounters, PeerServer } from '../../lib/index.js';
-import { JsonChild, Resources, bitIds, killAllChildren, pendingBit, waitFor, within } from './helpers.js';
+import { JsonChild, killAllChildren } from '../helpers/children.js';
+import { sumCounters } from '../helpers/resources.js';
+import { waitFor, within } from '../helpers/wait.js';
+import { bitIds, pendingBit, useResources } from './helpers.js';
 
 const STRIDE = 16; // as test/fixtures/doorbell/stress-common.mjs
 const STALL_MS = 1000;
 
-const res = new Resources();
-afterEach(async () => {
-  await killAllChildren();
-  res.closeAll();
-});
+const res = useResources();
 
 interface Case {
   name: string;
@@ -39,12 +38,6 @@ interface Case {
   closedLoop?: boolean;
   /** Largest burst of messages between pauses (default 64). */
   maxBurst?: number;
-}
-
-function sum(list: DoorbellCounters[]): DoorbellCounters {
-  const total: DoorbellCounters = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 };
-  for (const c of list) for (const k of Object.keys(total) as (keyof DoorbellCounters)[]) total[k] += c[k];
-  return total;
 }
 
 async function runCase(c: Case): Promise<void> {
@@ -66,21 +59,21 @@ async function runCase(c: Case): Promise<void> {
   };
   const expectedPerReceiver = c.senders * c.messages;
 
-  const receivers: (JsonChild & { id: number })[] = [];
+  const receivers: JsonChild[] = [];
   for (let r = 0; r < c.receivers; r++) {
-    const child = new JsonChild(
-      'stress-receiver.mjs',
+    const child = JsonChild.fixture(
+      'doorbell/stress-receiver.mjs',
       { socketPath: server.socketPath, index: r, receivers: c.receivers, senders: c.senders, expected: expectedPerReceiver },
       `receiver #${r}`,
     );
-    receivers.push(Object.assign(child, { id: (await child.waitForType('ready')).id as number }));
+    receivers.push(await child.whenReady());
   }
   const receiverIds = receivers.map((x) => x.id);
   const senders: JsonChild[] = [];
   for (let s = 0; s < c.senders; s++) {
     senders.push(
-      new JsonChild(
-        'stress-sender.mjs',
+      JsonChild.fixture(
+        'doorbell/stress-sender.mjs',
         { socketPath: server.socketPath, index: s, receivers: receiverIds, senders: c.senders, messages: c.messages, mode: c.mode, seed: 1 + s, closedLoop: c.closedLoop === true, maxBurst: c.maxBurst ?? 64 },
         `sender #${s}`,
       ),
@@ -142,7 +135,7 @@ async function runCase(c: Case): Promise<void> {
     expect(totals().consumed).toBe(c.receivers * expectedPerReceiver);
 
     const sc = sendersDone.map((m) => m.counters as DoorbellCounters);
-    const st = sum(sc);
+    const st = sumCounters(sc);
     const calls = sendersDone.reduce((n, m) => n + (m.calls as number), 0);
     const edges = sendersDone.reduce((n, m) => n + (m.edges as number), 0);
     if (c.mode === 'ring') {
@@ -169,7 +162,7 @@ async function runCase(c: Case): Promise<void> {
       },
       'the receivers to be idle with their bits clear (and, in ring mode, to have drained every signal)',
     );
-    const rc = sum(states.map((m) => m.counters as DoorbellCounters));
+    const rc = sumCounters(states.map((m) => m.counters as DoorbellCounters));
     const fraction = st.suppressed / st.rings;
     console.log(
       `[stress ${c.name}] ${c.senders} senders x ${c.messages} messages x ${c.receivers} receiver(s), ${c.mode}: ` +

@@ -1,5 +1,5 @@
 import { unlinkSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   ClosedError,
   ErrorCodes,
@@ -10,16 +10,8 @@ import {
   isClosedError,
   isIvshmemError,
 } from '../../lib/index.js';
-import { fdIsOpen, makeTempDir, mapsMatching, removeDir, socketPath, uniqueShmName } from './helpers.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected an error, nothing was thrown');
-}
+import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
+import { fdIsOpen, mapsMatching, thrown } from './helpers.js';
 
 /** `fn` must throw the package's ClosedError (checked by class, guard and code). */
 function expectClosed(fn: () => unknown, what: string): void {
@@ -34,19 +26,15 @@ function expectClosed(fn: () => unknown, what: string): void {
 
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-let dir = '';
+const dir = useTempDir('close');
 const cleanups: (() => void)[] = [];
-beforeAll(() => {
-  dir = makeTempDir('close');
-});
 afterEach(() => {
   for (const fn of cleanups.splice(0).reverse()) fn();
 });
-afterAll(() => removeDir(dir));
 
 /** A listening socket plus both ends of one connection, cleaned up after the test. */
 function socketTrio(): { listener: UnixSocket; client: UnixSocket; server: UnixSocket; path: string } {
-  const path = socketPath(dir);
+  const path = uniqueSocketPath('s', dir);
   const listener = UnixSocket.listen(path);
   const client = UnixSocket.connect(path);
   const server = listener.accept();
@@ -236,7 +224,7 @@ describe('use after close throws ClosedError', () => {
 describe('[Symbol.dispose] with `using`', () => {
   // vitest 4's transform lowers `using` for Node 20, so these run as written.
   it('closes every wrapper at the end of the block, in reverse order', () => {
-    const path = socketPath(dir);
+    const path = uniqueSocketPath('s', dir);
     cleanups.push(() => unlinkSync(path));
     const order: string[] = [];
     let shm: SharedMemory;

@@ -1,25 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding.js';
-import { EventFd, FdWatcher, SharedMemory, isSystemError, type SystemError } from '../../lib/index.js';
-import { fdIsOpen, fdTarget, idleTurns, makeTempDir, removeDir, waitFor } from './helpers.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected an error, nothing was thrown');
-}
-
-function systemError(fn: () => unknown): SystemError {
-  const error = thrown(fn);
-  expect(isSystemError(error), `not a system error: ${String(error)}`).toBe(true);
-  return error as SystemError;
-}
+import { EventFd, FdWatcher, SharedMemory } from '../../lib/index.js';
+import { useTempDir } from '../helpers/paths.js';
+import { waitFor } from '../helpers/wait.js';
+import { fdIsOpen, fdTarget, idleTurns, systemError, thrown } from './helpers.js';
 
 const closers: { close(): void }[] = [];
 function own<T extends { close(): void }>(resource: T): T {
@@ -27,15 +14,11 @@ function own<T extends { close(): void }>(resource: T): T {
   return resource;
 }
 
-let dir = '';
-beforeAll(() => {
-  dir = makeTempDir('efd');
-});
+const dir = useTempDir('efd');
 afterEach(() => {
   // Watchers were pushed after their eventfds: close in reverse, watchers first.
   for (const r of closers.splice(0).reverse()) r.close();
 });
-afterAll(() => removeDir(dir));
 
 describe('signal and drain', () => {
   it('drain returns the sum of the signals since the last drain, 0 when none', () => {

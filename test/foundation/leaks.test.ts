@@ -4,10 +4,12 @@
  * its starting value.
  */
 import { existsSync, unlinkSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding.js';
 import { EventFd, FdWatcher, SharedMemory, UnixSocket, closeFd } from '../../lib/index.js';
-import { fdCount, fdTargets, makeTempDir, mapsLines, nextImmediate, removeDir, socketPath, uniqueShmName } from './helpers.js';
+import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
+import { turn } from '../helpers/wait.js';
+import { fdCount, fdTargets, mapsLines } from './helpers.js';
 
 const CYCLES = 1000;
 const WARMUP = 50;
@@ -59,12 +61,12 @@ function snapshot(): Snapshot {
  */
 async function expectNoLeak(cycle: (i: number) => void | Promise<void>): Promise<void> {
   for (let i = 0; i < WARMUP; i++) await cycle(i);
-  await nextImmediate();
+  await turn();
   const before = snapshot();
   for (let i = 0; i < CYCLES; i++) await cycle(i);
   // Let uv_close callbacks and anything else deferred run.
-  await nextImmediate();
-  await nextImmediate();
+  await turn();
+  await turn();
   const after = snapshot();
   expect(after.live).toBe(before.live);
   expect(after.fds).toBe(before.fds);
@@ -74,14 +76,10 @@ async function expectNoLeak(cycle: (i: number) => void | Promise<void>): Promise
   expect(Math.abs(after.maps - before.maps)).toBeLessThan(CYCLES / 5);
 }
 
-let dir = '';
+const dir = useTempDir('leak');
 let liveAtStart = 0;
 beforeAll(() => {
-  dir = makeTempDir('leak');
   liveAtStart = native.liveResources();
-});
-afterAll(() => {
-  removeDir(dir);
 });
 
 describe(`${CYCLES} create/close cycles leak nothing`, () => {
@@ -143,7 +141,7 @@ describe(`${CYCLES} create/close cycles leak nothing`, () => {
         watcher.on('readable', () => {});
         watcher.start();
         watcher.close();
-        await nextImmediate();
+        await turn();
       });
     } finally {
       ev.close();
@@ -158,16 +156,16 @@ describe(`${CYCLES} create/close cycles leak nothing`, () => {
         fired = true;
       });
       ev.signal();
-      while (!fired) await nextImmediate();
+      while (!fired) await turn();
       watcher.close();
       ev.close();
-      await nextImmediate();
+      await turn();
     });
   });
 
   it('UnixSocket listen, connect, accept, send, recv, close, unlink', async () => {
     await expectNoLeak(() => {
-      const path = socketPath(dir, 'l');
+      const path = uniqueSocketPath('l', dir);
       const listener = UnixSocket.listen(path);
       const client = UnixSocket.connect(path);
       const server = listener.accept();
@@ -182,7 +180,7 @@ describe(`${CYCLES} create/close cycles leak nothing`, () => {
   });
 
   it('fd passing: send an fd, close the received copy', async () => {
-    const path = socketPath(dir, 'p');
+    const path = uniqueSocketPath('p', dir);
     const listener = UnixSocket.listen(path);
     const client = UnixSocket.connect(path);
     const server = listener.accept()!;
@@ -205,7 +203,7 @@ describe(`${CYCLES} create/close cycles leak nothing`, () => {
   });
 
   it('a socket closed with an unfinished message and its fd still pending', async () => {
-    const path = socketPath(dir, 'u');
+    const path = uniqueSocketPath('u', dir);
     const listener = UnixSocket.listen(path);
     try {
       await expectNoLeak(() => {
@@ -224,7 +222,7 @@ describe(`${CYCLES} create/close cycles leak nothing`, () => {
   });
 
   it('failed constructors and calls', async () => {
-    const taken = socketPath(dir, 't');
+    const taken = uniqueSocketPath('t', dir);
     const holder = UnixSocket.listen(taken);
     try {
       await expectNoLeak(() => {
@@ -267,14 +265,14 @@ describe('liveResources() counts what is open', () => {
     const shm = SharedMemory.create({ size: 4096 });
     const ev = new EventFd();
     const watcher = new FdWatcher(ev.fd).start();
-    const path = socketPath(dir, 'c');
+    const path = uniqueSocketPath('c', dir);
     const listener = UnixSocket.listen(path);
     const client = UnixSocket.connect(path);
     const server = listener.accept()!;
     expect(native.liveResources()).toBe(start + 6);
     for (const r of [server, client, listener, watcher, ev, shm]) r.close();
     unlinkSync(path);
-    await nextImmediate();
+    await turn();
     expect(native.liveResources()).toBe(start);
   });
 });

@@ -3,19 +3,16 @@
  * environment cleanup hook, exit with resources open, and the GC finalizer backstop.
  */
 import { existsSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Child, killChildren, makeTempDir, removeDir, socketPath, uniqueShmName, type ChildMessage } from './helpers.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { killAllChildren, type ChildMessage } from '../helpers/children.js';
+import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
+import { sleep } from '../helpers/wait.js';
+import { nodeChild } from './helpers.js';
 
-let dir = '';
-beforeAll(() => {
-  dir = makeTempDir('life');
-});
+const dir = useTempDir('life');
 afterEach(async () => {
-  await killChildren();
+  await killAllChildren();
 });
-afterAll(() => removeDir(dir));
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface Census {
   fds: number;
@@ -29,7 +26,7 @@ interface Census {
 
 describe('ref and unref', () => {
   it("an unref'd active watcher lets the process exit on its own, with code 0", async () => {
-    const child = Child.node('watcher-ref.mjs', ['unref']);
+    const child = nodeChild('watcher-ref.mjs', ['unref']);
     const ready = await child.next('ready');
     expect(ready).toMatchObject({ active: true, hasRef: false });
     // beforeExit: the loop ran dry by itself; nothing called process.exit.
@@ -39,7 +36,7 @@ describe('ref and unref', () => {
   });
 
   it("a ref'd watcher keeps the process alive", async () => {
-    const child = Child.node('watcher-ref.mjs', ['ref']);
+    const child = nodeChild('watcher-ref.mjs', ['ref']);
     expect(await child.next('ready')).toMatchObject({ active: true, hasRef: true });
     await sleep(1000);
     expect(child.running).toBe(true);
@@ -49,7 +46,7 @@ describe('ref and unref', () => {
   });
 
   it('unref() then ref() keeps it alive again', async () => {
-    const child = Child.node('watcher-ref.mjs', ['reref']);
+    const child = nodeChild('watcher-ref.mjs', ['reref']);
     expect(await child.next('ready')).toMatchObject({ hasRef: true });
     await sleep(1000);
     expect(child.running).toBe(true);
@@ -57,7 +54,7 @@ describe('ref and unref', () => {
   });
 
   it("closing the ref'd watcher lets the process exit", async () => {
-    const child = Child.node('watcher-ref.mjs', ['close']);
+    const child = nodeChild('watcher-ref.mjs', ['close']);
     expect(await child.next('ready')).toMatchObject({ hasRef: true });
     await child.next('closed');
     expect(await child.next('beforeExit')).toMatchObject({ active: false, hasRef: false });
@@ -70,7 +67,7 @@ describe('worker threads that exit without closing anything', () => {
   it('the env cleanup hook releases every fd and mapping; the process does not crash', async () => {
     const modes = ['exit', 'exit', 'terminate', 'terminate', 'natural', 'natural'];
     const prefix = uniqueShmName('worker');
-    const child = Child.node('worker-teardown.mjs', [dir, prefix, ...modes]);
+    const child = nodeChild('worker-teardown.mjs', [dir, prefix, ...modes]);
     const { baseline, liveMain } = (await child.next('baseline')) as ChildMessage & { baseline: Census; liveMain: number };
     expect(liveMain).toBe(0);
     for (const mode of modes) {
@@ -111,7 +108,7 @@ describe('process exit with resources open', () => {
     ['process.exit(0) while a worker holds resources', 'worker'],
   ])('%s exits 0 cleanly', async (_what, mode) => {
     const name = uniqueShmName('exit');
-    const child = Child.node('exit-open.mjs', [mode, name, socketPath(dir, 'x')]);
+    const child = nodeChild('exit-open.mjs', [mode, name, uniqueSocketPath('x', dir)]);
     await child.next('ready');
     expect(await child.next('exit')).toMatchObject({ code: 0 });
     expect(await child.exit()).toEqual({ code: 0, signal: null });
@@ -125,7 +122,7 @@ describe('GC finalizers are a backstop for resources dropped without close()', (
     ['200 EventFds', 'eventfd'],
     ['200 SharedMemory memfds', 'shm'],
   ])('%s: their fds (and mappings) are released after gc()', async (_what, kind) => {
-    const child = Child.node('gc-backstop.mjs', [kind], { nodeArgs: ['--expose-gc'] });
+    const child = nodeChild('gc-backstop.mjs', [kind], { nodeArgs: ['--expose-gc'] });
     const r = (await child.next('result')) as ChildMessage & {
       before: Census;
       peak: Census;

@@ -6,14 +6,16 @@ import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Child, REPO, killChildren, makeTempDir, removeDir, type ChildMessage } from './helpers.js';
+import { killAllChildren, type ChildMessage } from '../helpers/children.js';
+import { REPO, makeTempDir, removeDir } from '../helpers/paths.js';
+import { nodeChild } from './helpers.js';
 
 // What is under test is node-gyp-build's path: not a build named by IVSHMEM_NATIVE (test:asan).
 delete process.env.IVSHMEM_NATIVE;
 
 const dirs: string[] = [];
 afterEach(async () => {
-  await killChildren();
+  await killAllChildren();
   for (const d of dirs.splice(0)) removeDir(d);
 });
 
@@ -32,7 +34,7 @@ function fakePackage(options: { bindingGyp?: boolean } = {}): string {
 }
 
 async function importIn(root: string): Promise<ChildMessage> {
-  const child = Child.node('import-binding.mjs', [pathToFileURL(join(root, 'lib', 'binding.js')).href]);
+  const child = nodeChild('import-binding.mjs', [pathToFileURL(join(root, 'lib', 'binding.js')).href]);
   const result = await child.next(['load-error', 'loaded']);
   expect(await child.exit()).toEqual({ code: 0, signal: null });
   return result;

@@ -1,18 +1,11 @@
 import { existsSync, fstatSync, statSync, unlinkSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding.js';
 import { SharedMemory, UnixSocket, isSystemError, normalizeShmName, type SystemError } from '../../lib/index.js';
-import {
-  Child,
-  acceptWait,
-  fdIsOpen,
-  killChildren,
-  makeTempDir,
-  removeDir,
-  socketPath,
-  uniqueShmName,
-  waitFor,
-} from './helpers.js';
+import { killAllChildren, type JsonChild } from '../helpers/children.js';
+import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
+import { waitFor } from '../helpers/wait.js';
+import { acceptWait, fdIsOpen, nodeChild, systemError, thrown } from './helpers.js';
 
 const opened: SharedMemory[] = [];
 const names = new Set<string>();
@@ -30,22 +23,6 @@ function named(tag: string, size = 4096): SharedMemory {
   return track(SharedMemory.create({ name, size }));
 }
 
-/** Runs `fn`, which must throw; returns what it threw. */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected an error, nothing was thrown');
-}
-
-function systemError(fn: () => unknown): SystemError {
-  const error = thrown(fn);
-  expect(isSystemError(error), `not a system error: ${String(error)}`).toBe(true);
-  return error as SystemError;
-}
-
 const encoder = new TextEncoder();
 function writeText(bytes: Uint8Array, offset: number, text: string): void {
   const encoded = encoder.encode(text);
@@ -58,14 +35,10 @@ function readText(bytes: Uint8Array, offset: number): string {
   return new TextDecoder().decode(view.subarray(0, end < 0 ? view.length : end));
 }
 
-let dir = '';
-beforeAll(() => {
-  dir = makeTempDir('shm');
-});
-afterAll(() => removeDir(dir));
+const dir = useTempDir('shm');
 
 afterEach(async () => {
-  await killChildren();
+  await killAllChildren();
   for (const shm of opened.splice(0)) shm.close();
   for (const name of names) {
     try {
@@ -82,7 +55,7 @@ afterEach(async () => {
  * writes a second text after the child mapped, the child replies into the memory and raises
  * its flag, which the parent sees by polling the shared memory itself.
  */
-async function converse(shm: SharedMemory, child: Child, initial: string): Promise<void> {
+async function converse(shm: SharedMemory, child: JsonChild, initial: string): Promise<void> {
   const bytes = shm.bytes();
   const flags = new Int32Array(shm.buffer, 256, 2);
   const mapped = await child.next('mapped');
@@ -110,7 +83,7 @@ describe('SharedMemory across processes', () => {
     const initial = `hello by name from ${process.pid}`;
     writeText(shm.bytes(), 0, initial);
     // The child opens '/name' through the name without its leading slash: normalised.
-    const child = Child.node('shm-peer.mjs', ['name', shm.name!.slice(1)]);
+    const child = nodeChild('shm-peer.mjs', ['name', shm.name!.slice(1)]);
     await converse(shm, child, initial);
   });
 
@@ -119,7 +92,7 @@ describe('SharedMemory across processes', () => {
     expect(shm.name).toBeNull();
     const initial = `hello through an inherited memfd from ${process.pid}`;
     writeText(shm.bytes(), 0, initial);
-    const child = Child.node('shm-peer.mjs', ['fd', '3'], { stdio: ['pipe', 'pipe', 'pipe', shm.fd] });
+    const child = nodeChild('shm-peer.mjs', ['fd', '3'], { stdio: ['pipe', 'pipe', 'pipe', shm.fd] });
     await converse(shm, child, initial);
   });
 
@@ -127,11 +100,11 @@ describe('SharedMemory across processes', () => {
     const shm = track(SharedMemory.create({ size: 12288 }));
     const initial = `hello through SCM_RIGHTS from ${process.pid}`;
     writeText(shm.bytes(), 0, initial);
-    const path = socketPath(dir);
+    const path = uniqueSocketPath('s', dir);
     const listener = UnixSocket.listen(path);
     let conn: UnixSocket | null = null;
     try {
-      const child = Child.node('shm-peer.mjs', ['socket', path]);
+      const child = nodeChild('shm-peer.mjs', ['socket', path]);
       conn = await acceptWait(listener);
       expect(conn.send(new Uint8Array(8), shm.fd)).toBe(true);
       // The fd sent is a copy: ours stays open and usable.
@@ -180,9 +153,9 @@ describe('SharedMemory.create / open errors', () => {
     // other process that has it mapped).
     const name = uniqueShmName('shrink');
     names.add(name);
-    const child = Child.node('shm-shrink.mjs', [name]);
+    const child = nodeChild('shm-shrink.mjs', [name]);
     const exit = await child.exit();
-    expect(exit, `stdout: ${child.stdoutText}\nstderr: ${child.stderr}`).toEqual({ code: 0, signal: null });
+    expect(exit, `messages: ${JSON.stringify(child.messages)}${child.diagnostics()}`).toEqual({ code: 0, signal: null });
     expect((await child.next('read')).value).toBe(77);
   });
 

@@ -1,38 +1,23 @@
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket as NetSocket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeFd, EventFd, MESSAGE_SIZE, SharedMemory, UnixSocket, isSystemError, type SystemError } from '../../lib/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { closeFd, EventFd, MESSAGE_SIZE, SharedMemory, UnixSocket, type SystemError } from '../../lib/index.js';
+import { JsonChild, killAllChildren } from '../helpers/children.js';
+import { uniqueSocketPath, useTempDir } from '../helpers/paths.js';
+import { waitFor } from '../helpers/wait.js';
 import {
-  Child,
   acceptWait,
   fdCount,
   fdIsOpen,
   fdsMatching,
   idleTurns,
-  killChildren,
-  makeTempDir,
+  nodeChild,
   recvWait,
-  removeDir,
-  socketPath,
   socketReadable,
-  waitFor,
+  systemError,
+  thrown,
 } from './helpers.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected an error, nothing was thrown');
-}
-
-function systemError(fn: () => unknown): SystemError {
-  const error = thrown(fn);
-  expect(isSystemError(error), `not a system error: ${String(error)}`).toBe(true);
-  return error as SystemError;
-}
 
 const text = (bytes: Uint8Array): string => Buffer.from(bytes).toString('latin1');
 const bytesOf = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
@@ -51,14 +36,14 @@ function indexOf(data: Uint8Array): number {
   return k;
 }
 
-let dir = '';
+const dir = useTempDir('sock');
 const cleanups: (() => void)[] = [];
 function later(fn: () => void): void {
   cleanups.push(fn);
 }
 /** Listens on a fresh path; closed and unlinked after the test. */
 function listen(options?: { mode?: number }): { listener: UnixSocket; path: string } {
-  const path = socketPath(dir);
+  const path = uniqueSocketPath('s', dir);
   const listener = UnixSocket.listen(path, options);
   later(() => {
     listener.close();
@@ -78,14 +63,10 @@ function pair(): { client: UnixSocket; server: UnixSocket; path: string } {
   return { client, server, path };
 }
 
-beforeAll(() => {
-  dir = makeTempDir('sock');
-});
 afterEach(async () => {
-  await killChildren();
+  await killAllChildren();
   for (const fn of cleanups.splice(0).reverse()) fn();
 });
-afterAll(() => removeDir(dir));
 
 describe('messages and fd passing in one process', () => {
   it('20 messages alternating with and without fds arrive in order, each with exactly its own fd', () => {
@@ -294,7 +275,7 @@ describe('partial messages (raw bytes from a node:net client)', () => {
 describe('across processes', () => {
   it('the parent sends an eventfd; the child signals it; a watcher in the parent wakes', async () => {
     const { listener, path } = listen();
-    const child = Child.node('eventfd-peer.mjs', ['receive', path]);
+    const child = nodeChild('eventfd-peer.mjs', ['receive', path]);
     const conn = await acceptWait(listener);
     later(() => conn.close());
     const ev = new EventFd();
@@ -319,7 +300,7 @@ describe('across processes', () => {
 
   it('the child sends its eventfd; the parent signals it; the child reports the wake-up', async () => {
     const { listener, path } = listen();
-    const child = Child.node('eventfd-peer.mjs', ['send', path]);
+    const child = nodeChild('eventfd-peer.mjs', ['send', path]);
     const conn = await acceptWait(listener);
     later(() => conn.close());
     const r = await recvWait(conn, "the child's eventfd");
@@ -338,7 +319,7 @@ describe('misbehaving senders (python3 socket.send_fds)', () => {
   /** Runs a python sender against a fresh listener; returns the accepted connection after it exited. */
   async function fromPython(script: string): Promise<UnixSocket> {
     const { listener, path } = listen();
-    const child = new Child('python3', ['-c', `import os, socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ns.connect(sys.argv[1])\n${script}\ns.close()\n`, path]);
+    const child = new JsonChild('python3', ['-c', `import os, socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ns.connect(sys.argv[1])\n${script}\ns.close()\n`, path]);
     const conn = await acceptWait(listener);
     later(() => conn.close());
     const exit = await child.exit();
@@ -458,7 +439,7 @@ describe('listen and connect', () => {
   });
 
   it('listen on an existing regular file is EADDRINUSE and leaves the file', () => {
-    const path = socketPath(dir, 'file');
+    const path = uniqueSocketPath('file', dir);
     writeFileSync(path, 'keep me');
     later(() => unlinkSync(path));
     expect(systemError(() => UnixSocket.listen(path)).code).toBe('EADDRINUSE');
@@ -466,7 +447,7 @@ describe('listen and connect', () => {
   });
 
   it('connect to a missing path is ENOENT from connect', () => {
-    const path = socketPath(dir, 'missing');
+    const path = uniqueSocketPath('missing', dir);
     const error = systemError(() => UnixSocket.connect(path));
     expect(error.code).toBe('ENOENT');
     expect(error.errno).toBeLessThan(0);
@@ -475,7 +456,7 @@ describe('listen and connect', () => {
   });
 
   it('connect to a stale socket file (no listener) is ECONNREFUSED', () => {
-    const path = socketPath(dir, 'stale');
+    const path = uniqueSocketPath('stale', dir);
     UnixSocket.listen(path).close(); // close() does not unlink: the file stays behind
     later(() => unlinkSync(path));
     expect(statSync(path).isSocket()).toBe(true);
@@ -513,7 +494,7 @@ describe('listen and connect', () => {
     expect(thrown(() => UnixSocket.connect(''))).toBeInstanceOf(RangeError);
     expect(thrown(() => UnixSocket.listen(42 as unknown as string))).toBeInstanceOf(TypeError);
     expect(thrown(() => UnixSocket.connect(null as unknown as string))).toBeInstanceOf(TypeError);
-    const path = socketPath(dir, 'args');
+    const path = uniqueSocketPath('args', dir);
     expect(thrown(() => UnixSocket.listen(path, { mode: 0o1000 }))).toBeInstanceOf(RangeError);
     expect(thrown(() => UnixSocket.listen(path, { mode: -1 }))).toBeInstanceOf(RangeError);
     expect(thrown(() => UnixSocket.listen(path, { backlog: 0 }))).toBeInstanceOf(RangeError);

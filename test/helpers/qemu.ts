@@ -20,8 +20,7 @@
  * the device connects during realize and blocks there until it has received the shm.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, statSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { findOnPath, isCi } from './env.js';
 
 export const QEMU_BINARY_NAME = 'qemu-system-x86_64';
 
@@ -29,31 +28,9 @@ export const QEMU_MISSING_MESSAGE =
   `${QEMU_BINARY_NAME} not found on PATH: QEMU interop tests skipped. ` +
   'Install with `apt-get install -y qemu-system-x86`.';
 
-/** Finds an executable regular file called `name` on `PATH`. */
-function findOnPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
 /** Path of `qemu-system-x86_64` on PATH, or null. */
 export function findQemu(): string | null {
   return findOnPath(QEMU_BINARY_NAME);
-}
-
-function isCi(): boolean {
-  const v = process.env.CI;
-  if (v === undefined) return false;
-  const t = v.trim().toLowerCase();
-  return t !== '' && t !== '0' && t !== 'false' && t !== 'no';
 }
 
 /**

@@ -3,24 +3,17 @@
  * accepted, or are SIGKILLed; maxPeers; stale and live socket files; cleanup of the socket
  * file, the named shm and every fd; option validation.
  *
- * Servers that might crash run in a child (test/fixtures/peers/server-child.mjs) so that a
- * crash fails one test, not the whole file.
+ * Servers that might crash run in a child (test/fixtures/server.mjs), so that a crash fails one
+ * test, not the whole file.
  */
 import { existsSync, lstatSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Peer, PeerServer, UnixSocket } from '../../lib/index.js';
-import {
-  EventRecorder,
-  PeerChild,
-  fdCount,
-  killAllChildren,
-  startServerChild,
-  uniqueShmName,
-  uniqueSocketPath,
-  waitFor,
-  within,
-} from './child.js';
+import { killAllChildren, startServerChild } from '../helpers/children.js';
+import { uniqueShmName, uniqueSocketPath } from '../helpers/paths.js';
+import { EventRecorder, waitFor, within } from '../helpers/wait.js';
+import { PeerChild, fdCount } from './child.js';
 
 const servers: PeerServer[] = [];
 const peers: Peer[] = [];
@@ -130,9 +123,8 @@ describe('misbehaving clients', () => {
   it('a client that hangs up before it is accepted does not disturb the server or its peers', async () => {
     // The same thing a second PeerServer's "is it live?" probe does. The server runs in a child
     // (SIGSTOPped while the client comes and goes, so it accepts only after the hang-up).
-    const path = uniqueSocketPath('hangup');
-    files.push(path);
-    const serverChild = await startServerChild({ socketPath: path, vectors: 2 }, 'server child (hang-up)');
+    const serverChild = await startServerChild({ vectors: 2 }, 'server child (hang-up)');
+    const path = serverChild.socketPath;
     const a = await connect(path, 2);
     const b = await connect(path, 2);
     await knows(a, b.id, 2);
@@ -222,9 +214,8 @@ describe('misbehaving clients', () => {
   it('a client that closes without reading what it was sent is dropped, and the others are told', async () => {
     // Closing a UNIX socket with unread data makes the other end fail with ECONNRESET (POLLERR),
     // not just EOF. Server in a child: if it does not handle that, it crashes.
-    const path = uniqueSocketPath('unread');
-    files.push(path);
-    const serverChild = await startServerChild({ socketPath: path, vectors: 2 }, 'server child (unread)');
+    const serverChild = await startServerChild({ vectors: 2 }, 'server child (unread)');
+    const path = serverChild.socketPath;
     const a = await connect(path, 2);
     const aEvents = new EventRecorder(a, ['peer-joined', 'peer-left', 'server-lost']);
     const rude = UnixSocket.connect(path);
@@ -251,13 +242,10 @@ describe('misbehaving clients', () => {
     // Every join queues `vectors` dup'ed fds for a client that never reads. With no bound on that
     // queue a single stuck client grows the server's fd table until dup() fails with EMFILE.
     const VECTORS = 64;
-    const path = uniqueSocketPath('emfile');
-    files.push(path);
-    const serverChild = await startServerChild({ socketPath: path, vectors: VECTORS }, 'server child (nofile 1024)', [
-      'prlimit',
-      '--nofile=1024:1024',
-      '--',
-    ]);
+    const serverChild = await startServerChild({ vectors: VECTORS }, 'server child (nofile 1024)', {
+      prefix: ['prlimit', '--nofile=1024:1024', '--'],
+    });
+    const path = serverChild.socketPath;
     const a = await connect(path, VECTORS);
     const stuck = UnixSocket.connect(path);
     unixSockets.push(stuck);
@@ -311,9 +299,8 @@ describe('misbehaving clients', () => {
     // What happens when several peers die at once: the server announces one's departure to the
     // others, which die before reading it. Made deterministic with SIGSTOP: the victim cannot
     // read the announcement of a newcomer, then it is SIGKILLed. Server in a child.
-    const path = uniqueSocketPath('killed-busy');
-    files.push(path);
-    const serverChild = await startServerChild({ socketPath: path, vectors: 2 }, 'server child (killed busy)');
+    const serverChild = await startServerChild({ vectors: 2 }, 'server child (killed busy)');
+    const path = serverChild.socketPath;
     const a = await connect(path, 2);
     const victim = await PeerChild.start(path, { vectors: 2, name: 'victim' });
     await knows(a, victim.id, 2);
@@ -338,9 +325,8 @@ describe('misbehaving clients', () => {
   it('Peer.connect to a server that dies before accepting it rejects (no uncaught error)', async () => {
     // The pending connection is reset (ECONNRESET, POLLERR on the client's socket) when the
     // listener dies. The peer runs in a child so that an uncaught error shows up as 'fatal'.
-    const path = uniqueSocketPath('dying');
-    files.push(path);
-    const doomed = await startServerChild({ socketPath: path, vectors: 1 }, 'doomed server child');
+    const doomed = await startServerChild({ vectors: 1 }, 'doomed server child');
+    const path = doomed.socketPath;
     process.kill(doomed.pid, 'SIGSTOP'); // it will never accept
     const child = PeerChild.spawn(path, { vectors: 1, timeout: 20_000, name: 'connecting child' });
     await child.waitForType('connecting');
@@ -410,9 +396,8 @@ describe('misbehaving clients', () => {
 
 describe('socket file and resources', () => {
   it('a stale socket file left by a SIGKILLed server is replaced', async () => {
-    const path = uniqueSocketPath('stale');
-    files.push(path);
-    const dead = await startServerChild({ socketPath: path, vectors: 1 }, 'doomed server child');
+    const dead = await startServerChild({ vectors: 1 }, 'doomed server child');
+    const path = dead.socketPath;
     await dead.kill('SIGKILL');
     expect(lstatSync(path).isSocket()).toBe(true); // left behind
 
@@ -426,9 +411,8 @@ describe('socket file and resources', () => {
   });
 
   it('a live server is not stolen from (InUseError) and is not disturbed by the check', async () => {
-    const path = uniqueSocketPath('live');
-    files.push(path);
-    const live = await startServerChild({ socketPath: path, vectors: 2 }, 'live server child');
+    const live = await startServerChild({ vectors: 2 }, 'live server child');
+    const path = live.socketPath;
     const a = await connect(path, 2);
     const aEvents = new EventRecorder(a, ['peer-joined', 'peer-left', 'server-lost']);
 

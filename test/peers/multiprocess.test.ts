@@ -8,7 +8,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Peer, PeerServer } from '../../lib/index.js';
-import { EventRecorder, PeerChild, killAllChildren, uniqueSocketPath, waitFor, within } from './child.js';
+import { killAllChildren } from '../helpers/children.js';
+import { uniqueSocketPath } from '../helpers/paths.js';
+import { EventRecorder, waitFor, within } from '../helpers/wait.js';
+import { PeerChild } from './child.js';
 
 const VECTORS = 3;
 

@@ -9,9 +9,10 @@
  * in CI it fails instead (requireQemuOrSkip throws).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Peer, PeerServer } from '../../lib/index.js';
+import type { Peer, PeerServer } from '../../lib/index.js';
 import { MSI_RAM_BASE, QEMU_MISSING_MESSAGE, QemuVm, requireQemuOrSkip } from '../helpers/qemu.js';
-import { EventRecorder, uniqueSocketPath, waitFor } from '../peers/child.js';
+import { Resources } from '../helpers/resources.js';
+import { EventRecorder, waitFor } from '../helpers/wait.js';
 
 const qemu = requireQemuOrSkip();
 if (qemu === null) console.warn(QEMU_MISSING_MESSAGE);
@@ -20,13 +21,11 @@ const VECTORS = 2;
 const SIZE = 1024 * 1024;
 
 const vms: QemuVm[] = [];
-const peers: Peer[] = [];
-const servers: PeerServer[] = [];
+const res = new Resources();
 
 afterEach(async () => {
   await Promise.all(vms.splice(0).map((vm) => vm.quit(2000)));
-  for (const p of peers.splice(0)) p.close();
-  for (const s of servers.splice(0)) s.close();
+  res.closeAll(); // our peer, then the server
 });
 
 interface Rig {
@@ -38,11 +37,9 @@ interface Rig {
 
 /** PeerServer (vectors 2, 1 MiB) and a Node Peer connected first. */
 async function startRig(tag: string): Promise<Rig> {
-  const server = PeerServer.listen({ socketPath: uniqueSocketPath(tag), vectors: VECTORS, size: SIZE, handleSignals: false });
-  servers.push(server);
+  const server = res.listen(tag, { vectors: VECTORS, size: SIZE });
   const serverEvents = new EventRecorder(server, ['peer-joined', 'peer-left', 'warning']);
-  const peer = await Peer.connect(server.socketPath, { vectors: VECTORS, timeout: 20_000 });
-  peers.push(peer);
+  const peer = await res.connect(server, { vectors: VECTORS, timeout: 20_000 });
   expect(peer.id).toBe(0);
   const peerEvents = new EventRecorder(peer, ['peer-joined', 'peer-left', 'interrupt', 'server-lost']);
   return { server, serverEvents, peer, peerEvents };
