@@ -7,10 +7,12 @@
 import { performance } from 'node:perf_hooks';
 import { Bench } from 'tinybench';
 import { BitmaskDevice, BitmaskDoorbell, EventFd, Peer, PeerServer } from '../lib/index.js';
+import { native } from '../lib/binding.js';
 import { uniqueSocketPath } from './paths.js';
 import type { MicroResult } from './types.js';
 
 export const MICRO_NAMES = [
+  'native-call',
   'atomics-or',
   'ring-suppressed',
   'ring-signalled',
@@ -77,6 +79,14 @@ export async function runMicro(options: MicroOptions): Promise<MicroResult[]> {
     const target = b.id;
 
     const tasks: MicroTask[] = [
+      {
+        name: 'native-call',
+        batch: 1000,
+        description: 'one plain node-addon-api function call that does no work (liveResources(): reads a counter): the price of crossing into C++',
+        fn: () => {
+          for (let i = 0; i < 1000; i++) native.liveResources();
+        },
+      },
       {
         name: 'atomics-or',
         batch: 1000,
