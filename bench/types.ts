@@ -2,6 +2,7 @@
  * The benchmark's vocabulary and its JSON contract (other tools read bench-results.json: the
  * names below are kept; fields are only ever added).
  */
+import type { DeviceStats } from '../lib/devices/index.js';
 
 export const WORKLOADS = ['ping-pong', 'stream', 'fan-in', 'broadcast'] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
@@ -20,19 +21,7 @@ export type AdapterName = DesignName | 'ivshmem' | 'ivshmem-busypoll';
 export type LatencyKind = 'rtt/2' | 'one-way';
 
 /** Counts summed over every process of a cell (each one a device's `stats()`). */
-export interface Totals {
-  traps: number;
-  injections: number;
-  intercepts: number;
-  kernelCrossings: number;
-  eventfdWrites: number;
-  eventfdReads: number;
-  wakeups: number;
-  spurious: number;
-  rings: number;
-  suppressed: number;
-  acks: number;
-}
+export type Totals = Omit<DeviceStats, 'design' | 'trapsByRegister'>;
 
 export interface CellResult {
   workload: WorkloadName;
