@@ -6,10 +6,17 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
-import { ClosedError } from './errors.js';
+import { ClosedError, InUseError } from './errors.js';
 import { COUNTER_INDEX, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
 import type { Peer } from './peer.js';
 import * as check from './validate.js';
+
+/**
+ * Peers whose pending bit a receive loop serves. One loop per peer: the bit stands for all of a
+ * peer's work, and a second loop re-checking only its own could claim the bit and leave the
+ * other asleep with work pending (channels share the peer's one loop through its reactor).
+ */
+const receiving = new WeakSet<Peer>();
 
 export interface ReceiveOptions {
   /**
@@ -99,11 +106,13 @@ export class BitmaskDoorbell implements Disposable {
 
   /** Rings every other live peer; returns how many were signalled (the others were busy). */
   broadcast(): number {
+    this.#live();
     return this.#native.broadcast();
   }
 
   /** Whether this peer's own pending bit is set. */
   pending(): boolean {
+    this.#live();
     return this.#native.pending() === 1;
   }
 
@@ -116,7 +125,13 @@ export class BitmaskDoorbell implements Disposable {
     if (typeof hasWork !== 'function') throw new TypeError('hasWork must be a function');
     const busyPoll = check.integer('busyPollMicros', options.busyPollMicros ?? 0, 0, 10_000_000);
     const signal = options.signal;
-    const stopped = (): boolean => this.#closed || signal?.aborted === true;
+    if (receiving.has(this.#peer)) {
+      throw new InUseError(
+        `peer ${this.#peer.id} already has a receive loop on its pending bit (one per peer: put all its work in one hasWork(), or use channels, which share one)`,
+      );
+    }
+    receiving.add(this.#peer);
+    const stopped = (): boolean => this.#closed || this.#peer.closed || signal?.aborted === true;
     const onAbort = (): void => this.#wake?.();
     signal?.addEventListener('abort', onAbort);
     try {
@@ -137,6 +152,7 @@ export class BitmaskDoorbell implements Disposable {
         if (stopped()) return;
       }
     } finally {
+      receiving.delete(this.#peer);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -198,6 +214,10 @@ export class BitmaskDoorbell implements Disposable {
         resolve();
       };
     });
+  }
+
+  #live(): void {
+    if (this.#closed || this.#peer.closed) throw new ClosedError('BitmaskDoorbell');
   }
 
   #ringError(dest: number): Error {

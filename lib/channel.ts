@@ -123,7 +123,9 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   #head: number;
   #closed = false;
   #consumerLeft = false;
-  // A send() waiting for `#need` bytes of space.
+  // Sends that could not go at once, queued in call order; the head one waits for `#need` bytes.
+  #turn: Promise<void> = Promise.resolve();
+  #waiters = 0;
   #need = 0;
   #resolveSpace: (() => void) | null = null;
   readonly #source: Source = {
@@ -191,17 +193,31 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
 
   /** Sends one message, waiting for space while the ring is full. */
   async send(message: Uint8Array): Promise<void> {
-    while (!this.trySend(message)) await this.#waitForSpace(recordSize(message.byteLength) * 2);
+    // With room and nobody queued ahead, no promise round: the common case stays cheap.
+    if (this.#waiters === 0 && this.trySend(message)) return;
+    await this.#inTurn(async () => {
+      while (!this.trySend(message)) await this.#waitForSpace(recordSize(message.byteLength) * 2);
+    });
   }
 
   /** Sends all of `messages` in order, in as few publications as space allows. */
   async sendBatch(messages: readonly Uint8Array[]): Promise<void> {
-    let done = 0;
-    while (done < messages.length) {
-      const n = this.trySendBatch(done === 0 ? messages : messages.slice(done));
-      done += n;
-      if (done < messages.length) await this.#waitForSpace(recordSize(messages[done]!.byteLength) * 2);
-    }
+    await this.#inTurn(async () => {
+      let done = 0;
+      while (done < messages.length) {
+        const n = this.trySendBatch(done === 0 ? messages : messages.slice(done));
+        done += n;
+        if (done < messages.length) await this.#waitForSpace(recordSize(messages[done]!.byteLength) * 2);
+      }
+    });
+  }
+
+  /** Runs waiting sends one after another, in call order (one waits for space at a time). */
+  #inTurn(task: () => Promise<void>): Promise<void> {
+    this.#waiters++;
+    const run = this.#turn.then(task, task).finally(() => this.#waiters--);
+    this.#turn = run.catch(() => undefined);
+    return run;
   }
 
   /** Ends the stream: the consumer reads what was sent, then its iteration ends. Idempotent. */
@@ -212,10 +228,10 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     this.#ring.peer.off('peer-joined', this.#onJoined);
     this.#ring.peer.off('close', this.#onPeerClosed);
     this.#reactor.remove(this.#source);
+    this.#source.dispatch(); // a send waiting for space now fails with ClosedError
     if (this.#ring.peer.closed) return;
     Atomics.store(this.#ring.words, Word.closed, 1);
     this.#ringConsumer();
-    this.#source.dispatch();
   }
 
   [Symbol.dispose](): void {

@@ -18,7 +18,7 @@ export const ErrorCodes = {
   HEADER: 'ERR_IVSHMEM_HEADER',
   /** The server refused or dropped this client (full, shutting down). */
   REFUSED: 'ERR_IVSHMEM_REFUSED',
-  /** A socket path is held by a live server. */
+  /** Already taken: a socket path held by a live server, a peer's pending bit served by another receive loop. */
   IN_USE: 'ERR_IVSHMEM_IN_USE',
   /** An operation did not complete in time. */
   TIMEOUT: 'ERR_IVSHMEM_TIMEOUT',

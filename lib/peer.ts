@@ -68,7 +68,11 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
     this.#socketWatcher = socket.watch();
     this.#socketWatcher.on('readable', () => this.#readAll());
-    this.#socketWatcher.on('error', (error) => this.#lose(error));
+    // A poll error (a reset socket): recvmsg tells what really happened (EOF, ECONNRESET).
+    this.#socketWatcher.on('error', (error) => {
+      this.#readAll();
+      this.#lose(error);
+    });
   }
 
   /** Connects, completes the connect sequence, and maps the shared memory. */
@@ -278,20 +282,27 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
       }
       if (event === null) continue;
       const wasConnected = this.#connected;
+      let tell: (() => void) | null;
       try {
-        this.#apply(event);
+        tell = this.#apply(event);
       } catch (error) {
         // e.g. the shm fd cannot be mapped, or an fd is not an eventfd: the server is broken.
         this.#lose(error as Error);
         return;
       }
+      tell?.();
       // Just connected: let connect()'s caller attach listeners before later messages become
       // events (the watcher is level-triggered, so they are read on the next turn).
       if (!wasConnected && this.#connected) return;
     }
   }
 
-  #apply(event: ClientEvent<number>): void {
+  /**
+   * Applies one event to the peer's state. What it should tell listeners comes back as a
+   * function to call outside the caller's try: a throwing listener is the application's error
+   * (an uncaught exception, as from any emitter), not a broken server.
+   */
+  #apply(event: ClientEvent<number>): (() => void) | null {
     switch (event.type) {
       case 'hello': {
         this.#id = event.id;
@@ -309,7 +320,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
             ? {}
             : { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset }),
         });
-        return;
+        return null;
       }
       case 'vector': {
         const eventfd = EventFd.adopt(event.fd);
@@ -318,7 +329,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
           this.#doorbell!.setOwn(this.#own.map((e) => e.fd));
           this.#watchOwn(event.vector, eventfd);
           if (!this.#connected && this.#own.length === this.#expectedVectors) this.#ready();
-          return;
+          return null;
         }
         let fds = this.#others.get(event.peer);
         if (fds === undefined) {
@@ -328,16 +339,16 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
         fds.push(eventfd);
         this.#doorbell!.setPeer(event.peer, fds.map((e) => e.fd));
         // A peer joining after we connected is announced once its first vector arrives.
-        if (this.#connected && event.vector === 0) this.emit('peer-joined', event.peer);
-        return;
+        const peer = event.peer;
+        return this.#connected && event.vector === 0 ? () => this.emit('peer-joined', peer) : null;
       }
       case 'peer-left': {
         const fds = this.#others.get(event.peer) ?? [];
         this.#others.delete(event.peer);
         this.#doorbell!.removePeer(event.peer);
         for (const e of fds) e.close();
-        if (this.#connected) this.emit('peer-left', event.peer);
-        return;
+        const peer = event.peer;
+        return this.#connected ? () => this.emit('peer-left', peer) : null;
       }
     }
   }

@@ -233,6 +233,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
 
   #acceptAll(): void {
     for (;;) {
+      if (this.#closed) return; // a listener closed the server from inside this loop
       let socket: UnixSocket | null;
       try {
         socket = this.#listener.accept();

@@ -5,10 +5,22 @@
  */
 import { EventEmitter } from 'node:events';
 import { native, type NativeWatcher } from './binding.js';
-import { ClosedError } from './errors.js';
+import { constants } from 'node:os';
+import { ClosedError, type SystemError } from './errors.js';
 import * as check from './validate.js';
 
 const READABLE = 1;
+
+/** A poll failure shaped like Node's system errors (libuv statuses are negative errnos). */
+function pollError(status: number, fd: number): SystemError {
+  const code = Object.entries(constants.errno).find(([, n]) => n === -status)?.[0] ?? 'EIO';
+  const error = new Error(`${code}: polling fd ${fd} failed, uv_poll`) as SystemError;
+  error.code = code;
+  error.errno = status;
+  error.syscall = 'uv_poll';
+  error.fd = fd;
+  return error;
+}
 const WRITABLE = 2;
 
 export interface FdWatcherEvents {
@@ -125,7 +137,7 @@ export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposab
   #onPoll(status: number, events: number): void {
     if (this.#closed) return;
     if (status < 0) {
-      this.emit('error', new Error(`polling fd ${this.#fd} failed (libuv status ${status})`));
+      this.emit('error', pollError(status, this.#fd));
       return;
     }
     if (events & READABLE) this.emit('readable');

@@ -67,6 +67,13 @@ static napi_value ThrowErrno(napi_env env, int err, const char* syscall, int fd)
   return nullptr;
 }
 
+// The eventfd write of an edge failed: take the bit back, or every later sender would be
+// suppressed and `dest` never woken.
+static napi_value UndoEdge(napi_env env, DoorbellState* s, uint32_t dest, int err, int fd) {
+  __atomic_fetch_and(s->Word(s->pendingOffset, dest >> 6), ~(uint64_t{1} << (dest & 63)), __ATOMIC_SEQ_CST);
+  return ThrowErrno(env, err, "write", fd);
+}
+
 // ring(dest) -> 1 signalled (made the 0->1 edge), 0 suppressed, -1 unknown peer, -2 no bitmask.
 // The order is the protocol's: full fence after the caller published its work, load, and only
 // if the bit is clear a fetch_or; only the sender that turned it from 0 to 1 writes the eventfd.
@@ -95,7 +102,7 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
     return Int(env, 0);
   }
   s->counters.signals++;
-  if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+  if (!s->Signal(fd)) return UndoEdge(env, s, dest, errno, fd);
   return Int(env, 1);
 }
 
@@ -108,11 +115,12 @@ static napi_value Edge(napi_env env, napi_callback_info info) {
   if (s == nullptr) return nullptr;
   uint32_t dest;
   if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
+  if (s->words == 0) return Int(env, kNoBitmask);
   int fd = s->FdOf(dest, 0);
   if (fd < 0) return Int(env, kUnknownPeer);
   s->counters.rings++;
   s->counters.signals++;
-  if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
+  if (!s->Signal(fd)) return UndoEdge(env, s, dest, errno, fd);
   return Int(env, 1);
 }
 
@@ -124,6 +132,8 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
   if (s == nullptr) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
   int32_t signalled = 0;
+  int failedFd = -1;
+  int failedErrno = 0;
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   for (uint32_t w = 0; w < s->words; w++) {
     uint64_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
@@ -138,10 +148,17 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
       edges &= edges - 1;
       int fd = s->FdOf(peer, 0);
       s->counters.signals++;
-      if (!s->Signal(fd)) return ThrowErrno(env, errno, "write", fd);
-      signalled++;
+      if (s->Signal(fd)) {
+        signalled++;
+      } else if (failedFd < 0) {
+        // Signal the others first; this one's bit must not stay set with nobody woken.
+        failedErrno = errno;
+        failedFd = fd;
+        __atomic_fetch_and(s->Word(s->pendingOffset, w), ~(uint64_t{1} << (peer & 63)), __ATOMIC_SEQ_CST);
+      }
     }
   }
+  if (failedFd >= 0) return ThrowErrno(env, failedErrno, "write", failedFd);
   return Int(env, signalled);
 }
 
@@ -344,6 +361,7 @@ Napi::Value Doorbell::SetPeer(const Napi::CallbackInfo& info) {
   Napi::Array list = info[1].As<Napi::Array>();
   if (id > 65535) throw Napi::RangeError::New(env, "peer id must be 0..65535");
   if (id == s.self) throw Napi::RangeError::New(env, "use setOwn for the own eventfds");
+  if (list.Length() == 0) throw Napi::RangeError::New(env, "a peer needs at least one eventfd");
   std::vector<int> dups;
   try {
     for (uint32_t v = 0; v < list.Length(); v++) dups.push_back(DupCloexec(env, list.Get(v).As<Napi::Number>().Int32Value()));

@@ -75,8 +75,9 @@ Mapping::Mapping(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mapping>(inf
   Napi::Env env = info.Env();
   info.This().As<Napi::Object>().TypeTag(&kMappingTag);
   fd_ = info[0].As<Napi::Number>().Int32Value();
-  double wanted = info[1].As<Napi::Number>().DoubleValue();
   try {
+    // Inside the try: from here on the fd is ours, and closed if anything fails.
+    double wanted = info[1].As<Napi::Number>().DoubleValue();
     struct stat st;
     if (fstat(fd_, &st) != 0) ThrowSystemError(env, errno, "fstat", FdDetail(fd_));
     // Only ever grow: shrinking an object that others have mapped kills them with SIGBUS.

@@ -22,7 +22,11 @@ void Watcher::Init(Napi::Env env, Napi::Object exports, AddonData* data) {
 
 Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(info), Resource(info.Env()) {
   Napi::Env env = info.Env();
+  // Everything that can throw comes before uv_poll_init: a handle once initialised must be closed.
+  if (!info[0].IsNumber() || !info[1].IsFunction()) throw Napi::TypeError::New(env, "Watcher(fd, callback)");
   fd_ = info[0].As<Napi::Number>().Int32Value();
+  callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+  context_ = std::make_unique<Napi::AsyncContext>(env, "ivshmem:FdWatcher");
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
     throw Napi::Error::New(env, "napi_get_uv_event_loop failed");
@@ -37,8 +41,6 @@ Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(inf
   handle->data = data_;
   handle->poll.data = handle;
   handle_ = handle;
-  callback_ = Napi::Persistent(info[1].As<Napi::Function>());
-  context_ = std::make_unique<Napi::AsyncContext>(env, "ivshmem:FdWatcher");
 }
 
 Watcher::~Watcher() {

@@ -17,12 +17,15 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
   readonly #onInterrupt = (vector: number): void => {
     if (!this.#closed) this.interrupted(vector);
   };
+  // The device goes with its peer (and the memory its registers live in).
+  readonly #onPeerClose = (): void => this.close();
 
   constructor(design: DesignName, registers: M, peer: Peer) {
     super();
     this.peer = peer;
     this.counter = new InterceptCounter(design, registers, peer);
     peer.on('interrupt', this.#onInterrupt);
+    peer.once('close', this.#onPeerClose);
   }
 
   /** An own eventfd was signalled (and drained) on `vector`: model the device's reaction. */
@@ -46,6 +49,7 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
     if (this.#closed) return;
     this.#closed = true;
     this.peer.off('interrupt', this.#onInterrupt);
+    this.peer.off('close', this.#onPeerClose);
     this.closing();
   }
 

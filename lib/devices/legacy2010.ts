@@ -119,7 +119,7 @@ export class Legacy2010Device extends DeviceModel<Legacy2010Registers, Legacy201
   }
 
   #update(): void {
-    if (this.closed || this.#asserted) return;
+    if (this.closed || this.peer.closed || this.#asserted) return;
     if ((Atomics.load(this.#status, this.peer.id) & this.#mask) === 0) return; // masked: held
     this.#asserted = true;
     this.counter.injection();
