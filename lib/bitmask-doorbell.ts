@@ -18,6 +18,9 @@ import * as check from './validate.js';
  */
 const receiving = new WeakSet<Peer>();
 
+/** How often a sleeping receiver looks at its own bit (see #nextInterrupt). */
+const STALE_BIT_CHECK_MS = 1000;
+
 export interface ReceiveOptions {
   /**
    * After running out of work, keep the pending bit set and poll `hasWork()` from the event
@@ -208,7 +211,15 @@ export class BitmaskDoorbell implements Disposable {
       return Promise.resolve();
     }
     return new Promise<void>((resolve) => {
+      // Asleep, the own bit is 0 unless a ring is on its way. One case breaks that: a sender that
+      // has not yet read that this ID's previous holder left sets the bit and signals the old
+      // eventfd (docs/header.md). A slow look at the bit while asleep undoes it.
+      const check = setInterval(() => {
+        if (!this.#peer.closed && this.#native.pending() === 1) this.#wake?.();
+      }, STALE_BIT_CHECK_MS);
+      check.unref();
       this.#wake = () => {
+        clearInterval(check);
         this.#wake = null;
         this.#notified = false;
         resolve();
