@@ -26,6 +26,7 @@ import {
   type DoorbellCounters,
   type Peer,
 } from '../lib/index.js';
+import { countsSince } from '../lib/devices/registers.js';
 import type { AdapterName, Totals } from './types.js';
 
 export interface AdapterStats {
@@ -68,23 +69,26 @@ export function createAdapter(name: AdapterName, peer: Peer): DesignAdapter {
   }
 }
 
-function totalsOf(s: DeviceStats): AdapterStats {
-  return {
-    totals: {
-      traps: s.traps,
-      injections: s.injections,
-      intercepts: s.intercepts,
-      kernelCrossings: s.kernelCrossings,
-      eventfdWrites: s.eventfdWrites,
-      eventfdReads: s.eventfdReads,
-      wakeups: s.wakeups,
-      spurious: s.spurious,
-      rings: s.rings,
-      suppressed: s.suppressed,
-      acks: s.acks,
-    },
-    trapsByRegister: s.trapsByRegister,
-  };
+function totalsOf(stats: DeviceStats): AdapterStats {
+  const { design: _design, trapsByRegister, ...totals } = stats;
+  return { totals, trapsByRegister };
+}
+
+/** What every adapter over a device model does the same way: counts and closing go to the device. */
+abstract class DeviceAdapter<D extends { stats(): DeviceStats; resetStats(): void; close(): void }> {
+  constructor(protected readonly dev: D) {}
+
+  stats(): AdapterStats {
+    return totalsOf(this.dev.stats());
+  }
+
+  resetStats(): void {
+    this.dev.resetStats();
+  }
+
+  close(): void {
+    this.dev.close();
+  }
 }
 
 /**
@@ -125,28 +129,27 @@ function handlerLoop(
   });
 }
 
-class LegacyAdapter implements DesignAdapter {
+class LegacyAdapter extends DeviceAdapter<Legacy2010Device> implements DesignAdapter {
   readonly name: AdapterName;
-  readonly #dev: Legacy2010Device;
   readonly #mask: boolean;
 
   constructor(peer: Peer, mask: boolean) {
+    super(new Legacy2010Device(peer));
     this.name = mask ? 'legacy2010-mask' : 'legacy2010';
     this.#mask = mask;
-    this.#dev = new Legacy2010Device(peer);
   }
 
   ring(dest: number): void {
-    this.#dev.ring(dest, 1);
+    this.dev.ring(dest, 1);
   }
 
   broadcast(): void {
     // One Doorbell write reaches every other live peer.
-    this.#dev.ring(LEGACY_BROADCAST, 1);
+    this.dev.ring(LEGACY_BROADCAST, 1);
   }
 
   serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
-    const dev = this.#dev;
+    const dev = this.dev;
     const mask = this.#mask;
     return handlerLoop(
       dev,
@@ -162,85 +165,50 @@ class LegacyAdapter implements DesignAdapter {
     );
   }
 
-  stats(): AdapterStats {
-    return totalsOf(this.#dev.stats());
-  }
-
-  resetStats(): void {
-    this.#dev.resetStats();
-  }
-
-  close(): void {
-    this.#dev.close();
-  }
 }
 
-class QemuAdapter implements DesignAdapter {
+class QemuAdapter extends DeviceAdapter<QemuDevice> implements DesignAdapter {
   readonly name = 'qemu' as const;
-  readonly #dev: QemuDevice;
 
   constructor(peer: Peer) {
-    this.#dev = new QemuDevice(peer);
+    super(new QemuDevice(peer));
   }
 
   ring(dest: number): void {
-    this.#dev.ring(dest, 0);
+    this.dev.ring(dest, 0);
   }
 
   broadcast(targets: readonly number[]): void {
     // No broadcast in the device: one Doorbell write per peer.
-    for (const t of targets) this.#dev.ring(t, 0);
+    for (const t of targets) this.dev.ring(t, 0);
   }
 
   serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
-    return handlerLoop(this.#dev, (processAll) => processAll(), hasWork, handle, signal);
+    return handlerLoop(this.dev, (processAll) => processAll(), hasWork, handle, signal);
   }
 
-  stats(): AdapterStats {
-    return totalsOf(this.#dev.stats());
-  }
-
-  resetStats(): void {
-    this.#dev.resetStats();
-  }
-
-  close(): void {
-    this.#dev.close();
-  }
 }
 
-class BitmaskAdapter implements DesignAdapter {
+class BitmaskAdapter extends DeviceAdapter<BitmaskDevice> implements DesignAdapter {
   readonly name: AdapterName;
-  readonly #dev: BitmaskDevice;
 
   constructor(peer: Peer, clear: 'shm' | 'register') {
+    super(new BitmaskDevice(peer, { clear }));
     this.name = clear === 'shm' ? 'bitmask' : 'bitmask-w1c';
-    this.#dev = new BitmaskDevice(peer, { clear });
   }
 
   ring(dest: number): void {
-    this.#dev.ring(dest);
+    this.dev.ring(dest);
   }
 
   broadcast(): void {
-    this.#dev.broadcast();
+    this.dev.broadcast();
   }
 
   serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
-    return this.#dev.serve(hasWork, handle, { signal });
+    return this.dev.serve(hasWork, handle, { signal });
   }
 
-  stats(): AdapterStats {
-    return totalsOf(this.#dev.stats());
-  }
-
-  resetStats(): void {
-    this.#dev.resetStats();
-  }
-
-  close(): void {
-    this.#dev.close();
-  }
 }
 
 /** How long the busy-polling receiver of `ivshmem-pingpong-busypoll` polls before it sleeps. */
@@ -292,23 +260,5 @@ class IvshmemAdapter implements DesignAdapter {
  * shared-memory write (free).
  */
 export function nativeTotals(now: DoorbellCounters, base: DoorbellCounters): Totals {
-  const d = (k: keyof DoorbellCounters): number => now[k] - base[k];
-  const traps = d('signals');
-  const injections = d('interrupts');
-  const eventfdWrites = d('eventfdWrites');
-  const eventfdReads = d('eventfdReads');
-  const wakeups = d('wakeups');
-  return {
-    traps,
-    injections,
-    intercepts: traps + injections,
-    kernelCrossings: eventfdWrites + eventfdReads + wakeups,
-    eventfdWrites,
-    eventfdReads,
-    wakeups,
-    spurious: d('spurious'),
-    rings: d('rings'),
-    suppressed: d('suppressed'),
-    acks: d('acks'),
-  };
+  return countsSince(now, base, now.signals - base.signals, now.interrupts - base.interrupts);
 }

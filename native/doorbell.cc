@@ -74,6 +74,13 @@ static napi_value UndoEdge(napi_env env, DoorbellState* s, uint32_t dest, int er
   return ThrowErrno(env, err, "write", fd);
 }
 
+// The 0->1 edge of dest's bit is made: count it and write dest's eventfd (or take the bit back).
+static napi_value SignalEdge(napi_env env, DoorbellState* s, uint32_t dest, int fd) {
+  s->counters.signals++;
+  if (!s->Signal(fd)) return UndoEdge(env, s, dest, errno, fd);
+  return Int(env, 1);
+}
+
 // ring(dest) -> 1 signalled (made the 0->1 edge), 0 suppressed, -1 unknown peer, -2 no bitmask.
 // The order is the protocol's: full fence after the caller published its work, load, and only
 // if the bit is clear a fetch_or; only the sender that turned it from 0 to 1 writes the eventfd.
@@ -101,9 +108,7 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
     s->counters.suppressed++;  // another sender made the edge between our load and our or
     return Int(env, 0);
   }
-  s->counters.signals++;
-  if (!s->Signal(fd)) return UndoEdge(env, s, dest, errno, fd);
-  return Int(env, 1);
+  return SignalEdge(env, s, dest, fd);
 }
 
 // edge(dest) -> 1, or -1 if dest has no eventfd. The second half of a ring whose 0->1 edge the
@@ -119,9 +124,7 @@ static napi_value Edge(napi_env env, napi_callback_info info) {
   int fd = s->FdOf(dest, 0);
   if (fd < 0) return Int(env, kUnknownPeer);
   s->counters.rings++;
-  s->counters.signals++;
-  if (!s->Signal(fd)) return UndoEdge(env, s, dest, errno, fd);
-  return Int(env, 1);
+  return SignalEdge(env, s, dest, fd);
 }
 
 // broadcast() -> how many peers were signalled. Sets the bits of every known live peer but

@@ -89,32 +89,45 @@ export class InterceptCounter<M extends RegisterMap> {
   }
 
   stats(): DeviceStats {
-    const now = this.peer.counters();
-    const base = this.#nativeBase!;
-    const d = (k: keyof DoorbellCounters): number => now[k] - base[k];
     let traps = 0;
     const byRegister: Record<string, RegisterTraps> = {};
     for (const [name, t] of Object.entries(this.#traps)) {
       byRegister[name] = { ...t };
       traps += t.reads + t.writes;
     }
-    const eventfdWrites = d('eventfdWrites');
-    const eventfdReads = d('eventfdReads');
-    const wakeups = d('wakeups');
     return {
       design: this.design,
-      traps,
       trapsByRegister: byRegister,
-      injections: this.#injections,
-      intercepts: traps + this.#injections,
-      kernelCrossings: eventfdWrites + eventfdReads + wakeups,
-      eventfdWrites,
-      eventfdReads,
-      wakeups,
-      spurious: d('spurious'),
-      rings: d('rings'),
-      suppressed: d('suppressed'),
-      acks: d('acks'),
+      ...countsSince(this.peer.counters(), this.#nativeBase!, traps, this.#injections),
     };
   }
+}
+
+/**
+ * The design-independent part of the stats: `traps` and `injections` as the caller counted
+ * them, everything else the native counters' change from `base` to `now`.
+ */
+export function countsSince(
+  now: DoorbellCounters,
+  base: DoorbellCounters,
+  traps: number,
+  injections: number,
+): Omit<DeviceStats, 'design' | 'trapsByRegister'> {
+  const d = (k: keyof DoorbellCounters): number => now[k] - base[k];
+  const eventfdWrites = d('eventfdWrites');
+  const eventfdReads = d('eventfdReads');
+  const wakeups = d('wakeups');
+  return {
+    traps,
+    injections,
+    intercepts: traps + injections,
+    kernelCrossings: eventfdWrites + eventfdReads + wakeups,
+    eventfdWrites,
+    eventfdReads,
+    wakeups,
+    spurious: d('spurious'),
+    rings: d('rings'),
+    suppressed: d('suppressed'),
+    acks: d('acks'),
+  };
 }
