@@ -80,7 +80,14 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     check.string('socketPath', socketPath);
     if (options.vectors !== undefined) check.integer('vectors', options.vectors, 1, 1024);
     const timeout = check.integer('timeout', options.timeout ?? 5000, 1);
-    const peer = new Peer(UnixSocket.connect(socketPath), options);
+    const socket = UnixSocket.connect(socketPath);
+    let peer: Peer;
+    try {
+      peer = new Peer(socket, options);
+    } catch (error) {
+      socket.close(); // e.g. an invalid maxVectors: nothing else was made yet
+      throw error;
+    }
     const done = new Promise<Error | null>((resolve) => {
       peer.#settle = resolve;
     });

@@ -143,13 +143,19 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       this.#pending = new BitWords(this.shm.buffer, this.header.pendingOffset, this.header.words);
       this.#live = new BitWords(this.shm.buffer, this.header.liveOffset, this.header.words);
     }
+    let listener: UnixSocket | null = null;
     try {
-      this.#listener = UnixSocket.listen(this.socketPath, { mode: options.mode, backlog: 10 });
+      listener = UnixSocket.listen(this.socketPath, { mode: options.mode, backlog: 10 });
+      this.#acceptWatcher = listener.watch();
     } catch (error) {
+      if (listener !== null) {
+        listener.close();
+        unlinkSync(this.socketPath);
+      }
       this.#releaseShm();
       throw error;
     }
-    this.#acceptWatcher = this.#listener.watch();
+    this.#listener = listener;
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();

@@ -204,3 +204,14 @@ describe('a stray pending bit', () => {
     await serving;
   });
 });
+
+describe('connect with bad options', () => {
+  it('Peer.connect with an invalid maxVectors rejects with a RangeError and leaves no socket open', async () => {
+    const { server } = await network();
+    const { readdirSync } = await import('node:fs');
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    await expect(Peer.connect(server.socketPath, { maxVectors: 0 })).rejects.toThrow(RangeError);
+    expect(fds()).toBe(before);
+  });
+});
