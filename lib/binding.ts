@@ -9,8 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { LoadError } from './errors.js';
 
 export interface NativeMapping {
-  /** The mapping as one external ArrayBuffer; null once closed. */
+  /** The whole mapping as one external ArrayBuffer; null once closed, or when longer than the maxBuffer it was made with. */
   readonly buffer: ArrayBuffer | null;
+  /** A new external ArrayBuffer over [offset, offset + length); detached at close like the whole one. */
+  window(offset: number, length: number): ArrayBuffer;
   readonly fd: number;
   readonly size: number;
   readonly closed: boolean;
@@ -116,12 +118,26 @@ export interface NativeBinding {
   shmOpen(name: string, oflag: number, mode: number): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string): number;
+  /** fstat size and F_GET_SEALS of an fd (seals -1 where the object cannot carry seals). */
+  fdStat(fd: number): { size: number; seals: number };
+  addSeals(fd: number, seals: number): void;
+  /** ftruncate up to `size` if the object is smaller (never down); returns the size it had. */
+  growFd(fd: number, size: number): number;
   closeFd(fd: number): void;
   dupFd(fd: number): number;
   /** Count of native resources not yet released in this environment (for leak tests). */
   liveResources(): number;
-  readonly constants: { readonly O_RDWR: number; readonly O_CREAT: number; readonly O_EXCL: number };
-  readonly Mapping: new (fd: number, size: number) => NativeMapping;
+  readonly constants: {
+    readonly O_RDWR: number;
+    readonly O_CREAT: number;
+    readonly O_EXCL: number;
+    readonly F_SEAL_SEAL: number;
+    readonly F_SEAL_SHRINK: number;
+    readonly F_SEAL_GROW: number;
+    readonly F_SEAL_WRITE: number;
+    readonly F_SEAL_FUTURE_WRITE: number;
+  };
+  readonly Mapping: new (fd: number, size: number, maxBuffer: number) => NativeMapping;
   readonly EventFd: new (fd?: number) => NativeEventFd;
   readonly Watcher: new (fd: number, callback: (status: number, events: number) => void) => NativeWatcher;
   readonly Doorbell: new (mapping: NativeMapping, options: DoorbellOptions) => NativeDoorbell;

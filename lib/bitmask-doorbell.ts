@@ -10,6 +10,7 @@ import { ClosedError, InUseError } from './errors.js';
 import { COUNTER_INDEX, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
 import type { Peer } from './peer.js';
 import * as check from './validate.js';
+import { lowBuffer } from './shared-memory.js';
 
 /**
  * Peers whose pending bit a receive loop serves. One loop per peer: the bit stands for all of a
@@ -65,7 +66,7 @@ export class BitmaskDoorbell implements Disposable {
     const header = peer.header; // throws unless the peer has the bitmask header
     this.#native = peer.nativeDoorbell;
     this.#edge = this.#native.edge;
-    this.#pending32 = new Int32Array(peer.shm.buffer, header.pendingOffset, header.words * 2);
+    this.#pending32 = new Int32Array(lowBuffer(peer.shm), header.pendingOffset, header.words * 2);
     this.#counts = new Float64Array(this.#native.countersBuffer);
     this.#known = new Uint8Array(header.maxPeers);
     this.#known[peer.id] = 1;

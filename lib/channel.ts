@@ -22,6 +22,7 @@ import { ClosedError, CorruptError, PeerLeftError, TimeoutError } from './errors
 import type { Peer } from './peer.js';
 import { Reactor, type Source, type SourceState } from './reactor.js';
 import * as check from './validate.js';
+import { lowBuffer } from './shared-memory.js';
 
 export { channelBytes, maxMessage } from './channel-layout.js';
 
@@ -46,7 +47,7 @@ export function createChannel(peer: Peer, options: CreateChannelOptions): Channe
     producer: check.integer('producer', options.producer, 0, 65535),
     consumer: check.integer('consumer', options.consumer, 0, 65535),
   };
-  writeChannelHeader(peer.shm.buffer, offset, info);
+  writeChannelHeader(lowBuffer(peer.shm), offset, info);
   return info;
 }
 
@@ -55,7 +56,7 @@ export async function waitForChannel(peer: Peer, offset: number, timeout = 5000)
   const deadline = Date.now() + timeout;
   for (;;) {
     try {
-      return readChannelHeader(peer.shm.buffer, offset);
+      return readChannelHeader(lowBuffer(peer.shm), offset);
     } catch (error) {
       if (!(error instanceof CorruptError) || Date.now() > deadline) {
         throw Date.now() > deadline ? new TimeoutError(`no channel appeared at offset ${offset} within ${timeout} ms`, { cause: error }) : error;
@@ -79,7 +80,7 @@ class Ring {
     readonly offset: number,
     readonly info: ChannelInfo,
   ) {
-    const buffer = peer.shm.buffer;
+    const buffer = lowBuffer(peer.shm);
     this.words = new Uint32Array(buffer, offset, CHANNEL_HEADER_BYTES / 4);
     this.data = new Uint8Array(buffer, offset + CHANNEL_HEADER_BYTES, info.capacity);
     this.lengths = new Uint32Array(buffer, offset + CHANNEL_HEADER_BYTES, info.capacity / 4);
@@ -104,7 +105,7 @@ class Ring {
 
 function openRing(peer: Peer, offset: number, role: 'producer' | 'consumer'): Ring {
   check.integer('offset', offset, 0);
-  const info = readChannelHeader(peer.shm.buffer, offset);
+  const info = readChannelHeader(lowBuffer(peer.shm), offset);
   if (info[role] !== peer.id) {
     throw new RangeError(`the channel at ${offset} has ${role} ${info[role]}, not this peer (${peer.id})`);
   }

@@ -26,6 +26,8 @@ export const ErrorCodes = {
   CORRUPT: 'ERR_IVSHMEM_CORRUPT',
   /** The peer at the other end of a channel left the network. */
   PEER_LEFT: 'ERR_IVSHMEM_PEER_LEFT',
+  /** Shared memory larger than the caller allows (`maxSize`). */
+  TOO_LARGE: 'ERR_IVSHMEM_TOO_LARGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -114,6 +116,18 @@ export class PeerLeftError extends IvshmemError {
   }
 }
 
+export class TooLargeError extends IvshmemError {
+  /** The object's size in bytes. */
+  readonly size: number;
+  /** The largest size allowed. */
+  readonly limit: number;
+  constructor(size: number, limit: number, message: string) {
+    super(ErrorCodes.TOO_LARGE, message);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
 /** Shape of the system errors the native layer throws (the same as Node's own). */
 export interface SystemError extends Error {
   code: string;
@@ -144,6 +158,7 @@ export const isInUseError = (e: unknown): e is InUseError => hasCode(e, ErrorCod
 export const isTimeoutError = (e: unknown): e is TimeoutError => hasCode(e, ErrorCodes.TIMEOUT);
 export const isCorruptError = (e: unknown): e is CorruptError => hasCode(e, ErrorCodes.CORRUPT);
 export const isPeerLeftError = (e: unknown): e is PeerLeftError => hasCode(e, ErrorCodes.PEER_LEFT);
+export const isTooLargeError = (e: unknown): e is TooLargeError => hasCode(e, ErrorCodes.TOO_LARGE);
 
 export function isSystemError(error: unknown): error is SystemError {
   if (!(error instanceof Error)) return false;

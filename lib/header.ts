@@ -81,6 +81,11 @@ export function readHeader(buffer: ArrayBuffer): HeaderLayout {
     pendingOffset: view.getUint32(HeaderField.pendingOffset, true),
     liveOffset: view.getUint32(HeaderField.liveOffset, true),
   };
+  if (layout.dataOffset > buffer.byteLength) {
+    throw new HeaderError(
+      `the shared memory is ${buffer.byteLength} bytes, smaller than the ${layout.dataOffset} bytes its bitmask header claims (truncated by someone who holds it?)`,
+    );
+  }
   const end = (offset: number): number => offset + layout.words * 8;
   if (
     layout.words < 1 ||

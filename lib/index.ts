@@ -1,5 +1,5 @@
 export * from './errors.js';
-export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions } from './shared-memory.js';
+export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals } from './shared-memory.js';
 export { EventFd } from './eventfd.js';
 export { FdWatcher, type FdWatcherEvents } from './watcher.js';
 export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './unix-socket.js';
@@ -17,7 +17,7 @@ export {
   type PeerInfo,
   type LeaveReason,
 } from './server.js';
-export { Peer, type PeerOptions, type PeerEvents } from './peer.js';
+export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './peer.js';
 export { BitmaskDoorbell, type ReceiveOptions } from './bitmask-doorbell.js';
 export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './header.js';
 export type { DoorbellCounters } from './binding.js';

@@ -8,7 +8,7 @@ import { ClosedError, RefusedError, TimeoutError } from './errors.js';
 import { native, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from './binding.js';
 import { readHeader, type HeaderLayout } from './header.js';
 import { ClientDecoder, decodeMessage, type ClientEvent } from './protocol.js';
-import { nativeMappingOf, SharedMemory } from './shared-memory.js';
+import { lowBuffer, nativeMappingOf, SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
 import { FdWatcher } from './watcher.js';
 import * as check from './validate.js';
@@ -25,11 +25,20 @@ export interface PeerOptions {
   /** Largest vector count accepted per peer (default 64, as QEMU's contrib server). */
   maxVectors?: number;
   /**
+   * Largest shared memory accepted from the server, in bytes (default DEFAULT_MAX_SIZE,
+   * 64 GiB). A larger region is refused with a TooLargeError before it is mapped: the server
+   * chooses the size, and a hostile one could hand over a sparse object of terabytes.
+   */
+  maxSize?: number;
+  /**
    * Require the bitmask header (a server started with `bitmask: true`); connect() fails with
    * a HeaderError if the shared memory has none, or another version.
    */
   bitmask?: boolean;
 }
+
+/** The default `maxSize` of `Peer.connect`: 64 GiB, beyond the largest BAR QEMU users map in practice. */
+export const DEFAULT_MAX_SIZE = 64 * 2 ** 30;
 
 export interface PeerEvents {
   /** Own vector `vector` was rung (`count` rings coalesced since the last delivery). */
@@ -56,6 +65,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   #settle: ((error: Error | null) => void) | null = null;
   readonly #expectedVectors: number | undefined;
   readonly #bitmask: boolean;
+  readonly #maxSize: number;
   #layout: HeaderLayout | null = null;
   // Every eventfd write and read goes through here, so it is counted where it happens.
   #doorbell: NativeDoorbell | null = null;
@@ -65,6 +75,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     this.#socket = socket;
     this.#expectedVectors = options.vectors;
     this.#bitmask = options.bitmask === true;
+    this.#maxSize = options.maxSize === undefined ? DEFAULT_MAX_SIZE : check.integer('maxSize', options.maxSize, 1);
     this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
     this.#socketWatcher = socket.watch();
     this.#socketWatcher.on('readable', () => this.#readAll());
@@ -313,9 +324,9 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     switch (event.type) {
       case 'hello': {
         this.#id = event.id;
-        this.#shm = SharedMemory.fromFd(event.shm);
+        this.#shm = SharedMemory.fromFd(event.shm, { maxSize: this.#maxSize });
         if (this.#bitmask) {
-          this.#layout = readHeader(this.#shm.buffer);
+          this.#layout = readHeader(lowBuffer(this.#shm));
           if (event.id >= this.#layout.maxPeers) {
             throw new RangeError(`peer ID ${event.id} is beyond the header's ${this.#layout.maxPeers} bits`);
           }

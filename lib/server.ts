@@ -9,7 +9,7 @@ import { EventFd } from './eventfd.js';
 import { InUseError, isSystemError } from './errors.js';
 import { native } from './binding.js';
 import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMessage } from './protocol.js';
-import { SharedMemory } from './shared-memory.js';
+import { lowBuffer, SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
 import { FdWatcher } from './watcher.js';
 import { BitWords, headerLayout, writeHeader, type HeaderLayout } from './header.js';
@@ -138,13 +138,18 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.size = roundUpToPowerOfTwo(Math.max(options.size, this.header === null ? 0 : this.header.dataOffset + 1));
     removeStaleSocket(this.socketPath);
     this.shm = SharedMemory.create({ size: this.size, ...(options.shmName === undefined ? {} : { name: options.shmName }) });
-    if (this.header !== null) {
-      writeHeader(this.shm.buffer, this.header);
-      this.#pending = new BitWords(this.shm.buffer, this.header.pendingOffset, this.header.words);
-      this.#live = new BitWords(this.shm.buffer, this.header.liveOffset, this.header.words);
-    }
     let listener: UnixSocket | null = null;
     try {
+      // Every peer gets this fd: sealed, none of them can truncate the memory under the others
+      // (SIGBUS) or seal it against later mappings (F_SEAL_FUTURE_WRITE). A named object cannot
+      // be sealed; #repairMemory() guards that case as far as it can be guarded.
+      if (this.shm.name === null) this.shm.seal();
+      if (this.header !== null) {
+        const low = lowBuffer(this.shm);
+        writeHeader(low, this.header);
+        this.#pending = new BitWords(low, this.header.pendingOffset, this.header.words);
+        this.#live = new BitWords(low, this.header.liveOffset, this.header.words);
+      }
       listener = UnixSocket.listen(this.socketPath, { mode: options.mode, backlog: 10 });
       this.#acceptWatcher = listener.watch();
     } catch (error) {
@@ -253,7 +258,42 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
   }
 
+  /**
+   * A named object is not sealed: anyone who can open it (any peer) can truncate it, and the
+   * server's next header write would then die of SIGBUS, and newcomers map an empty object.
+   * Before touching the memory or handing it out, grow it back to its size (what was cut off
+   * reads as zeros from then on) and rewrite the header bits from the server's own state.
+   * Who did it cannot be told, so nobody is dropped; the window between this check and the
+   * write remains (docs/security.md).
+   */
+  #repairMemory(): void {
+    if (this.shm.name === null || this.shm.closed) return; // sealed memfd: cannot shrink
+    let before: number;
+    try {
+      before = native.growFd(this.shm.fd, this.size);
+    } catch (error) {
+      this.emit('warning', error as Error);
+      return;
+    }
+    if (before >= this.size) return;
+    this.emit(
+      'warning',
+      new Error(
+        `shared memory ${this.shm.name} was truncated to ${before} bytes by someone who can open it; grown back to ${this.size} bytes (bytes from ${before} on now read as zero)`,
+      ),
+    );
+    if (this.header !== null && before < this.header.dataOffset) {
+      writeHeader(lowBuffer(this.shm), this.header);
+      for (const id of this.#clients.keys()) this.#live!.set(id);
+    }
+  }
+
   #admit(socket: UnixSocket): void {
+    this.#repairMemory();
+    if (this.#closed) {
+      socket.close(); // a 'warning' listener closed the server
+      return;
+    }
     const id = this.#clients.size < this.maxPeers ? this.#allocateId() : null;
     if (id === null) {
       socket.close();
@@ -389,6 +429,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     for (const e of client.eventfds) e.close();
     // Not live any more, and a bit it left set must not suppress rings to a future holder of the ID.
     if (!this.shm.closed) {
+      this.#repairMemory();
       this.#live?.clear(client.id);
       this.#pending?.clear(client.id);
     }

@@ -1,16 +1,18 @@
 // A MAP_SHARED mapping of a whole fd (POSIX shm, memfd, or an fd received from elsewhere),
-// shown to JS as one external ArrayBuffer.
+// shown to JS as external ArrayBuffers: the whole mapping where the runtime allows a buffer
+// that long, and windows of it on request.
 #pragma once
 #include <napi.h>
 
 #include <memory>
+#include <vector>
 
 #include "addon.h"
 
 namespace ivshmem {
 
-// The mapped bytes. Shared by the Mapping and the ArrayBuffer's finalizer, so the memory
-// outlives whichever of the two goes last, unless close() detached the buffer first.
+// The mapped bytes. Shared by the Mapping and the ArrayBuffers' finalizers, so the memory
+// outlives whichever goes last, unless close() detached the buffers first.
 struct Region {
   void* addr = nullptr;
   size_t size = 0;
@@ -21,8 +23,10 @@ struct Region {
 class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
-  // new Mapping(fd, size): takes ownership of fd (closed on failure too). An object smaller
-  // than size is grown to it first (never shrunk); the mapping covers the object's whole size.
+  // new Mapping(fd, size, maxBuffer): takes ownership of fd (closed on failure too). An object
+  // smaller than size is grown to it first (never shrunk); the mapping covers the object's
+  // whole size. The whole-mapping buffer exists only if the size is at most maxBuffer (the
+  // runtime's longest ArrayBuffer); windows reach the rest.
   explicit Mapping(const Napi::CallbackInfo& info);
   ~Mapping() override;
   void Teardown() override;
@@ -39,12 +43,17 @@ class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value GetSize(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  Napi::Value Window(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  void DetachAll();
   void Release();
 
   std::shared_ptr<Region> region_;
   int fd_ = -1;
   Napi::Reference<Napi::ArrayBuffer> buffer_;
+  // Weak: a window the program dropped may be collected; one still alive is detached at close.
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
+  size_t pruneAt_ = 16;
 };
 
 }  // namespace ivshmem

@@ -13,6 +13,7 @@ import type { Peer } from '../peer.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../validate.js';
+import { lowBuffer } from '../shared-memory.js';
 
 export const LEGACY2010_REGISTERS = {
   IntrMask: { offset: 0, width: 16, access: 'rw' },
@@ -52,7 +53,7 @@ export class Legacy2010Device extends DeviceModel<Legacy2010Registers, Legacy201
     const offset = check.integer('stateOffset', options.stateOffset ?? size - LEGACY_STATE_BYTES, 0, size - LEGACY_STATE_BYTES);
     if (offset % 2 !== 0) throw new RangeError('stateOffset must be even');
     super('legacy2010', LEGACY2010_REGISTERS, peer);
-    this.#status = new Uint16Array(peer.shm.buffer, offset, LEGACY_STATE_BYTES / 2);
+    this.#status = new Uint16Array(lowBuffer(peer.shm), offset, LEGACY_STATE_BYTES / 2);
   }
 
   protected interrupted(vector: number): void {
