@@ -8,7 +8,8 @@ import { createInterface, type Interface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { DEFAULT_SOCKET_PATH } from '../server.js';
 import { DEFAULT_MAX_VECTORS } from '../protocol.js';
-import { Peer } from '../peer.js';
+import { DEFAULT_MAX_SIZE, Peer } from '../peer.js';
+import { formatSize, sizeArg } from './size.js';
 import { CliError, ignoreClosedOutput, integerArg, messageOf, parseUnsigned, printLine, subcommand } from './common.js';
 
 const COMMANDS = [
@@ -26,6 +27,7 @@ interface PeerFlags {
   json?: boolean;
   vectors?: number;
   timeout: number;
+  maxSize: number;
 }
 
 type Event = { event: string } & Record<string, unknown>;
@@ -45,6 +47,11 @@ export function addPeerCommand(program: Command): Command {
       new Option('--timeout <ms>', 'give up connecting after this many milliseconds')
         .argParser(integerArg(1, 2 ** 31 - 1))
         .default(5000),
+    )
+    .addOption(
+      new Option('--max-size <size>', 'refuse shared memory larger than this from the server (K, M, G, T suffixes)')
+        .argParser(sizeArg(1, 2 ** 47))
+        .default(DEFAULT_MAX_SIZE, formatSize(DEFAULT_MAX_SIZE)),
     )
     .addHelpText(
       'after',
@@ -92,6 +99,7 @@ async function runPeer(flags: PeerFlags): Promise<void> {
   try {
     peer = await Peer.connect(flags.socket, {
       timeout: flags.timeout,
+      maxSize: flags.maxSize,
       ...(flags.vectors === undefined ? {} : { vectors: flags.vectors }),
     });
   } catch (error) {

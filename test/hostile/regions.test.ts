@@ -19,7 +19,7 @@ import {
   peerVectors,
   DEFAULT_MAX_SIZE,
 } from '../../lib/index.js';
-import { ivshmem } from '../fixtures/cli/child.js';
+import { ivshmem, run } from '../fixtures/cli/child.js';
 import { JsonChild, killAllChildren, type ChildMessage } from '../helpers/children.js';
 import { uniqueSocketPath } from '../helpers/paths.js';
 import { within } from '../helpers/wait.js';
@@ -182,5 +182,13 @@ describe('Peer.connect maxSize', () => {
     expect(error).toMatchObject({ size: 2 * 1024 * 1024, limit: 1024 * 1024 });
     expect(native.liveResources()).toBe(before);
     await expect(Peer.connect(socketPath, { maxSize: 0 })).rejects.toThrow(RangeError);
+  });
+
+  it('ivshmem peer --max-size refuses a larger region and says why', async () => {
+    const server = PeerServer.listen({ socketPath: uniqueSocketPath('cli-max'), size: 1 << 20, handleSignals: false });
+    cleanups.push(() => server.close());
+    const r = await run(['peer', '-S', server.socketPath, '--max-size', '64K']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('shared memory of 1048576 bytes is larger than the 65536 bytes allowed (maxSize)');
   });
 });
