@@ -4,29 +4,25 @@
  * SIGSEGV here) fails the test instead of killing the test process.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { ftruncateSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding.js';
-import {
-  EventFd,
-  Peer,
-  PeerServer,
-  SharedMemory,
-  UnixSocket,
-  encodeMessage,
-  greeting,
-  isTooLargeError,
-  peerVectors,
-  DEFAULT_MAX_SIZE,
-} from '../../lib/index.js';
+import { DEFAULT_MAX_SIZE, Peer, PeerServer, SharedMemory, isTooLargeError } from '../../lib/index.js';
 import { ivshmem, run } from '../fixtures/cli/child.js';
 import { JsonChild, killAllChildren, type ChildMessage } from '../helpers/children.js';
 import { uniqueSocketPath } from '../helpers/paths.js';
 import { within } from '../helpers/wait.js';
+import { hostileServer, sparseMemfd } from './helpers.js';
 
 const GiB = 2 ** 30;
 const LIMIT = SharedMemory.MAX_BUFFER_LENGTH;
 const cleanups: (() => void)[] = [];
+
+/** hostileServer() closed after the test. */
+function hostile(shmFd: number): string {
+  const server = hostileServer(shmFd);
+  cleanups.push(server.close);
+  return server.socketPath;
+}
 
 afterEach(async () => {
   await killAllChildren();
@@ -41,40 +37,6 @@ async function inChild(options: Record<string, unknown>): Promise<ChildMessage> 
   expect(exit, `the child ended badly${child.diagnostics()}`).toEqual({ code: 0, signal: null });
   expect(line.type, JSON.stringify(line)).not.toBe('fatal');
   return line;
-}
-
-/**
- * A hostile ivshmem server in this process: greets each client as peer 0 with `shmFd` as the
- * memory and one eventfd, as QEMU's server would. Nothing more.
- */
-function hostileServer(shmFd: number): string {
-  const socketPath = uniqueSocketPath('hostile');
-  const listener = UnixSocket.listen(socketPath);
-  const eventfd = new EventFd();
-  const watcher = listener.watch();
-  const clients: UnixSocket[] = [];
-  watcher.on('readable', () => {
-    for (let client = listener.accept(); client !== null; client = listener.accept()) {
-      clients.push(client);
-      for (const m of [...greeting(0, shmFd), ...peerVectors(0, [eventfd.fd])]) client.send(encodeMessage(m.value), m.fd);
-    }
-  });
-  watcher.start();
-  cleanups.push(() => {
-    watcher.close();
-    for (const c of clients) c.close();
-    listener.close();
-    eventfd.close();
-    native.closeFd(shmFd);
-  });
-  return socketPath;
-}
-
-/** A sparse memfd of `size` bytes (no memory is used until touched). */
-function sparseMemfd(size: number): number {
-  const fd = native.memfdCreate('hostile');
-  ftruncateSync(fd, size);
-  return fd;
 }
 
 describe('regions larger than 4 GiB', () => {
@@ -158,20 +120,20 @@ describe('regions larger than 4 GiB', () => {
 
 describe('Peer.connect maxSize', () => {
   it(`a hostile server's sparse 1 TiB memfd is refused by default (${DEFAULT_MAX_SIZE} bytes) with a TooLargeError, in a child that survives`, async () => {
-    const socketPath = hostileServer(sparseMemfd(2 ** 40));
+    const socketPath = hostile(sparseMemfd(2 ** 40));
     const r = await inChild({ mode: 'connect', socketPath });
     expect(r.type, JSON.stringify(r)).toBe('error');
     expect(r.error).toMatchObject({ name: 'TooLargeError', code: 'ERR_IVSHMEM_TOO_LARGE', size: 2 ** 40, limit: DEFAULT_MAX_SIZE });
   });
 
   it('with maxSize raised, the same 1 TiB region is mapped whole and both ends are reachable', async () => {
-    const socketPath = hostileServer(sparseMemfd(2 ** 40));
+    const socketPath = hostile(sparseMemfd(2 ** 40));
     const r = await inChild({ mode: 'connect', socketPath, maxSize: 2 ** 41 });
     expect(r, JSON.stringify(r)).toMatchObject({ type: 'result', size: 2 ** 40, ends: [0x5a, 0xa5] });
   });
 
   it('a region just over maxSize is refused in this process too, with nothing left open', async () => {
-    const socketPath = hostileServer(sparseMemfd(2 * 1024 * 1024));
+    const socketPath = hostile(sparseMemfd(2 * 1024 * 1024));
     // The hostile server in this process keeps one socket for each client it accepts.
     const before = native.liveResources() + 1;
     const error = await Peer.connect(socketPath, { maxSize: 1024 * 1024 }).then(

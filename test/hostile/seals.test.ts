@@ -7,20 +7,12 @@
 import { ftruncateSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding.js';
-import {
-  EventFd,
-  Peer,
-  SharedMemory,
-  UnixSocket,
-  encodeMessage,
-  greeting,
-  isHeaderError,
-  peerVectors,
-} from '../../lib/index.js';
+import { Peer, SharedMemory, isHeaderError } from '../../lib/index.js';
 import { killAllChildren, startServerChild, type ServerChild } from '../helpers/children.js';
-import { uniqueShmName, uniqueSocketPath } from '../helpers/paths.js';
+import { uniqueShmName } from '../helpers/paths.js';
 import { within } from '../helpers/wait.js';
 import { systemError } from '../foundation/helpers.js';
+import { hostileServer } from './helpers.js';
 
 const peers: Peer[] = [];
 const cleanups: (() => void)[] = [];
@@ -118,28 +110,10 @@ describe('named POSIX memory (-M) cannot be sealed', () => {
 });
 
 describe('a peer given truncated memory says so', () => {
-  /** A hostile server in this process that greets with `shmFd` as the memory. */
   function hostile(shmFd: number): string {
-    const socketPath = uniqueSocketPath('trunc');
-    const listener = UnixSocket.listen(socketPath);
-    const eventfd = new EventFd();
-    const watcher = listener.watch();
-    const clients: UnixSocket[] = [];
-    watcher.on('readable', () => {
-      for (let c = listener.accept(); c !== null; c = listener.accept()) {
-        clients.push(c);
-        for (const m of [...greeting(0, shmFd), ...peerVectors(0, [eventfd.fd])]) c.send(encodeMessage(m.value), m.fd);
-      }
-    });
-    watcher.start();
-    cleanups.push(() => {
-      watcher.close();
-      for (const c of clients) c.close();
-      listener.close();
-      eventfd.close();
-      native.closeFd(shmFd);
-    });
-    return socketPath;
+    const server = hostileServer(shmFd);
+    cleanups.push(server.close);
+    return server.socketPath;
   }
 
   it('an empty object: EINVAL naming the truncation', async () => {
@@ -152,8 +126,7 @@ describe('a peer given truncated memory says so', () => {
   it('smaller than its bitmask header claims: a HeaderError saying both sizes', async () => {
     // A real header for 64 peers (data from 4096), on an object cut to 2048 bytes.
     const shm = SharedMemory.create({ size: 8192 });
-    const { headerLayout } = await import('../../lib/header.js');
-    const { writeHeader } = await import('../../lib/header.js');
+    const { headerLayout, writeHeader } = await import('../../lib/header.js');
     writeHeader(shm.buffer, headerLayout(64));
     const fd = native.dupFd(shm.fd);
     shm.close();
