@@ -43,6 +43,8 @@ export interface NativeSocket {
   /** Returns the fd received with the message, or NO_FD, AGAIN, EOF. */
   recv(out: Uint8Array): number;
   shutdown(): void;
+  /** SO_SNDBUF. */
+  setSendBuffer(bytes: number): void;
   readonly fd: number;
   /** Bytes of an unfinished message received so far. */
   readonly pending: number;

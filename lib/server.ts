@@ -57,12 +57,24 @@ export interface PeerInfo {
 
 export type LeaveReason =
   | 'disconnected'
-  /** A send to it failed (it vanished), or it left more unread than MAX_QUEUED. */
+  /** A send to it failed: it vanished, or the system refused (out of fds, ...). */
   | 'send-failed'
+  /** It left `maxQueued` messages unread (beyond the few its socket holds). */
+  | 'not-reading'
   | 'server-closed';
 
-/** Messages queued for a client that does not read before it is dropped (each may hold an fd). */
+/** The least `maxQueued`: messages queued for a client that does not read before it is dropped. */
 export const MAX_QUEUED = 4096;
+
+/**
+ * SO_SNDBUF of each client's socket. Linux doubles it, to 8 KiB: some 11 messages at 768 bytes of
+ * its accounting each; the rest waits in the client's queue here. What the kernel holds for a
+ * client, the client can pin: those fds count against the server user's RLIMIT_NOFILE (sendmsg
+ * fails with ETOOMANYREFS beyond it) until it reads them or closes its socket, even after the
+ * server has dropped it. At 11 each, 64 clients that never read pin some 700; at Linux's default
+ * (208 KiB) 20 pinned more than 1024. The queue refers to fds the server holds anyway.
+ */
+const CLIENT_SEND_BUFFER = 4096;
 
 export interface PeerServerEvents {
   'peer-joined': [peer: PeerInfo];
@@ -74,10 +86,18 @@ export interface PeerServerEvents {
   close: [];
 }
 
-/** What is waiting to go out to one client: the bytes and a private copy of the fd to pass. */
+/** What is waiting to go out to one client: the bytes and the fd to pass with them. */
 interface Pending {
   readonly data: Uint8Array;
   fd: number | null;
+  /**
+   * The peer whose eventfd `fd` is: open for as long as that peer is connected (on its way out
+   * it takes its unsent fds back, see #forget). Null: the server's own fd (the shm), or a
+   * private copy (`copy`).
+   */
+  owner: Client | null;
+  /** `fd` is a private copy, closed once sent. */
+  copy: boolean;
 }
 
 class Client {
@@ -114,6 +134,13 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   readonly #clients = new Map<number, Client>();
   #nextId = 0;
   #closed = false;
+  /**
+   * Messages queued for one client that does not read before it is dropped as 'not-reading':
+   * twice what a newcomer to a full server is sent, at least MAX_QUEUED. Queued messages cost
+   * memory, not fds, and a client's queue only holds announcements of peers still connected
+   * (and departures of those it was told of), so this bounds only the pathological.
+   */
+  readonly maxQueued: number;
   readonly #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
 
   /** The bitmask header's layout, or null without `bitmask`. */
@@ -156,6 +183,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       throw error;
     }
     this.#listener = listener;
+    this.maxQueued = Math.max(MAX_QUEUED, 2 * (3 + this.maxPeers * this.vectors));
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();
@@ -264,6 +292,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const eventfds: EventFd[] = [];
     try {
       for (let v = 0; v < this.vectors; v++) eventfds.push(new EventFd());
+      socket.setSendBuffer(CLIENT_SEND_BUFFER);
       const watcher = socket.watch();
       client = new Client(id, socket, watcher);
     } catch (error) {
@@ -289,20 +318,20 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
     // newcomer's fds to everyone else, then everyone else's to it, then its own. A client can
     // vanish at any send (EPIPE): from then on there is nobody to greet or to announce.
-    this.#send(client, greeting(id, this.shm.fd));
+    this.#send(client, greeting(id, this.shm.fd), null);
     if (!here()) return;
     client.announced = true;
     for (const other of this.#others(client)) {
       other.knows.add(id);
-      this.#send(other, peerVectors(id, own));
+      this.#send(other, peerVectors(id, own), client);
     }
     for (const other of this.#others(client)) {
       if (!here()) return;
       client.knows.add(other.id);
-      this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)));
+      this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)), other);
     }
     if (!here()) return;
-    this.#send(client, peerVectors(id, own));
+    this.#send(client, peerVectors(id, own), client);
     if (here()) this.emit('peer-joined', { id, vectors: this.vectors });
   }
 
@@ -320,7 +349,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
   }
 
-  #send(client: Client, messages: readonly WireMessage<number>[]): void {
+  /** Sends `messages` to `client`, or queues them; their fds are `owner`'s eventfds (null: the server's). */
+  #send(client: Client, messages: readonly WireMessage<number>[], owner: Client | null = null): void {
     if (this.#clients.get(client.id) !== client) return; // dropped meanwhile
     for (const message of messages) {
       const data = encodeMessage(message.value);
@@ -335,23 +365,14 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
         }
         if (sent) continue;
       }
-      // The client is not reading right now. Queue with a private copy of the fd (the original
-      // may be closed, its owner leaving, before the client drains), up to a bound: a client
-      // that never reads must not pin the server's fds without limit.
-      if (client.queue.length >= MAX_QUEUED) {
-        this.emit('warning', new Error(`peer ${client.id}: ${MAX_QUEUED} messages unread, dropping it`));
-        this.#drop(client, 'send-failed');
+      // The client is not reading right now: queue, up to a bound. The queue refers to fds the
+      // server holds anyway (a copy for each would let clients that never read fill the fd table).
+      if (client.queue.length >= this.maxQueued) {
+        this.emit('warning', new Error(`peer ${client.id} is not reading and was dropped: ${this.maxQueued} messages are queued for it`));
+        this.#drop(client, 'not-reading');
         return;
       }
-      let copy: number | null = null;
-      try {
-        if (message.fd !== undefined) copy = native.dupFd(message.fd);
-      } catch (error) {
-        this.emit('warning', withPeer(error, client.id));
-        this.#drop(client, 'send-failed');
-        return;
-      }
-      client.queue.push({ data, fd: copy });
+      client.queue.push({ data, fd: message.fd ?? null, owner: message.fd === undefined ? null : owner, copy: false });
     }
     if (client.queue.length > 0 && !client.writableWatched) {
       client.writableWatched = true;
@@ -372,10 +393,41 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       }
       if (!sent) return;
       client.queue.shift();
-      if (head.fd !== null) native.closeFd(head.fd);
+      if (head.copy) native.closeFd(head.fd!);
     }
     client.writableWatched = false;
     client.watcher.start({ readable: true });
+  }
+
+  /**
+   * Before `leaver`'s eventfds are closed: takes them out of the others' queues. A client that
+   * was sent none of them yet never hears of the leaver at all (neither its fds nor its leave);
+   * one that was sent some gets private copies of the rest, then the leave.
+   */
+  #forget(leaver: Client): void {
+    for (const other of this.#clients.values()) {
+      if (!other.knows.has(leaver.id)) continue;
+      const unsent = other.queue.filter((p) => p.owner === leaver);
+      if (unsent.length === 0) continue;
+      if (unsent.length === leaver.eventfds.length) {
+        let kept = 0;
+        for (const p of other.queue) if (p.owner !== leaver) other.queue[kept++] = p;
+        other.queue.length = kept;
+        other.knows.delete(leaver.id);
+        continue;
+      }
+      try {
+        for (const p of unsent) {
+          p.fd = native.dupFd(p.fd!);
+          p.owner = null;
+          p.copy = true;
+        }
+      } catch (error) {
+        // Out of fds: this client cannot be told the truth any more.
+        this.emit('warning', withPeer(error, other.id));
+        this.#drop(other, 'send-failed');
+      }
+    }
   }
 
   #drop(client: Client, reason: LeaveReason, notify = true): void {
@@ -383,9 +435,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#clients.delete(client.id);
     client.watcher.close();
     client.socket.close();
-    for (const pending of client.queue) if (pending.fd !== null) native.closeFd(pending.fd);
+    for (const pending of client.queue) if (pending.copy) native.closeFd(pending.fd!);
     client.queue.length = 0;
     const info = { id: client.id, vectors: client.eventfds.length };
+    if (notify) this.#forget(client);
     for (const e of client.eventfds) e.close();
     // Not live any more, and a bit it left set must not suppress rings to a future holder of the ID.
     if (!this.shm.closed) {

@@ -107,8 +107,9 @@ export function addServerCommand(program: Command): Command {
       `
 Output:
   stdout: "listening on PATH" once clients can connect, then "peer N joined" and
-  "peer N left (REASON)" per event. stderr: a note when the size was rounded up, and
-  with -v refused peers and warnings.
+  "peer N left (REASON)" per event, REASON being disconnected, send-failed,
+  not-reading (it left too much unread) or server-closed. stderr: a note when the size
+  was rounded up, and with -v refused peers and warnings.
 
 SIGINT or SIGTERM closes the server: the socket file, the named shm and the pid file are
 removed and the exit status is 0. Exit status 1: the server could not start (the socket is
