@@ -120,6 +120,8 @@ export interface NativeBinding {
   memfdCreate(name: string): number;
   closeFd(fd: number): void;
   dupFd(fd: number): number;
+  /** An fd on /dev/null (O_RDONLY, O_CLOEXEC), the caller's to close. */
+  openSpareFd(): number;
   /** Count of native resources not yet released in this environment (for leak tests). */
   liveResources(): number;
   readonly constants: { readonly O_RDWR: number; readonly O_CREAT: number; readonly O_EXCL: number };

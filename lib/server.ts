@@ -8,6 +8,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { EventFd } from './eventfd.js';
 import { InUseError, isSystemError } from './errors.js';
 import { native } from './binding.js';
+import { SpareFd } from './fd.js';
 import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMessage } from './protocol.js';
 import { SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
@@ -76,10 +77,13 @@ export const MAX_QUEUED = 4096;
  */
 const CLIENT_SEND_BUFFER = 4096;
 
+/** How long accepting pauses after a failure that the spare fd cannot get round. */
+const ACCEPT_RETRY_MS = 100;
+
 export interface PeerServerEvents {
   'peer-joined': [peer: PeerInfo];
   'peer-left': [peer: PeerInfo, reason: LeaveReason];
-  /** A client was turned away because `maxPeers` were connected. */
+  /** A client was turned away: `maxPeers` were connected, or the server was out of fds. */
   'peer-refused': [reason: string];
   /** Something went wrong that did not stop the server (accept failed, a send failed). */
   warning: [error: Error];
@@ -141,6 +145,11 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
    * (and departures of those it was told of), so this bounds only the pathological.
    */
   readonly maxQueued: number;
+  /** A slot of the fd table kept to refuse connections when it is full (EMFILE), as libuv does. */
+  readonly #spare: SpareFd;
+  /** Running out of fds (or failing to accept) has been reported, and no peer has joined since. */
+  #admitTrouble = false;
+  #acceptRetry: NodeJS.Timeout | null = null;
   readonly #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
 
   /** The bitmask header's layout, or null without `bitmask`. */
@@ -183,6 +192,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       throw error;
     }
     this.#listener = listener;
+    this.#spare = new SpareFd();
     this.maxQueued = Math.max(MAX_QUEUED, 2 * (3 + this.maxPeers * this.vectors));
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
@@ -237,8 +247,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       process.off('SIGINT', this.#signalHandler);
       process.off('SIGTERM', this.#signalHandler);
     }
+    if (this.#acceptRetry !== null) clearTimeout(this.#acceptRetry);
     this.#acceptWatcher.close();
     this.#listener.close();
+    this.#spare.close();
     try {
       unlinkSync(this.socketPath);
     } catch {
@@ -272,13 +284,59 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       try {
         socket = this.#listener.accept();
       } catch (error) {
-        // EMFILE and the like: report and keep serving; the connection stays queued.
-        this.emit('warning', error as Error);
+        this.#acceptFailed(error as Error);
         return;
       }
       if (socket === null) return;
       this.#admit(socket);
     }
+  }
+
+  /**
+   * A failed accept leaves the connection queued and the listener readable: just returning
+   * would spin. Out of fds, the spare slot lets each waiting client be accepted and closed at
+   * once (it sees EOF); otherwise accepting pauses a while.
+   */
+  #acceptFailed(error: Error): void {
+    const outOfFds = isOutOfFds(error);
+    this.#troubleAdmitting(error, outOfFds ? OUT_OF_FDS : `retrying every ${ACCEPT_RETRY_MS} ms`);
+    if (this.#closed) return;
+    if (outOfFds && this.#spare.release()) {
+      let refused = 0;
+      let drained = false;
+      try {
+        for (let s = this.#listener.accept(); s !== null; s = this.#listener.accept()) {
+          s.close();
+          refused += 1;
+        }
+        drained = true;
+      } catch {
+        // the freed slot was taken meanwhile (by another thread): pause below
+      }
+      const held = this.#spare.restore();
+      for (let i = 0; i < refused && !this.#closed; i++) this.emit('peer-refused', refusedForFds(error));
+      if (drained && held) return;
+    }
+    this.#pauseAccepting();
+  }
+
+  /** Reports why clients cannot be taken in: once, until a peer joins again. */
+  #troubleAdmitting(error: Error, consequence: string): void {
+    if (this.#admitTrouble) return;
+    this.#admitTrouble = true;
+    error.message += `: ${consequence}`;
+    this.emit('warning', error);
+  }
+
+  #pauseAccepting(): void {
+    if (this.#closed || this.#acceptRetry !== null) return;
+    this.#acceptWatcher.stop();
+    this.#acceptRetry = setTimeout(() => {
+      this.#acceptRetry = null;
+      if (this.#closed) return;
+      this.#spare.restore();
+      this.#acceptWatcher.start();
+    }, ACCEPT_RETRY_MS);
   }
 
   #admit(socket: UnixSocket): void {
@@ -298,7 +356,12 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     } catch (error) {
       for (const e of eventfds) e.close();
       socket.close();
-      this.emit('warning', error as Error);
+      if (isOutOfFds(error)) {
+        this.#troubleAdmitting(error, OUT_OF_FDS);
+        if (!this.#closed) this.emit('peer-refused', refusedForFds(error));
+      } else {
+        this.emit('warning', error as Error);
+      }
       return;
     }
     client.eventfds.push(...eventfds);
@@ -332,7 +395,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
     if (!here()) return;
     this.#send(client, peerVectors(id, own), client);
-    if (here()) this.emit('peer-joined', { id, vectors: this.vectors });
+    if (!here()) return;
+    this.#admitTrouble = false;
+    this.emit('peer-joined', { id, vectors: this.vectors });
   }
 
   /** The clients other than `client` still connected, in connect order. */
@@ -454,6 +519,17 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
     this.emit('peer-left', info, reason);
   }
+}
+
+const OUT_OF_FDS = 'the server is out of file descriptors: new clients are refused until some are free';
+
+/** EMFILE (this process's fd table is full) or ENFILE (the system's is). */
+function isOutOfFds(error: unknown): error is Error & NodeJS.ErrnoException {
+  return isSystemError(error) && (error.code === 'EMFILE' || error.code === 'ENFILE');
+}
+
+function refusedForFds(error: unknown): string {
+  return `the server is out of file descriptors (${(error as NodeJS.ErrnoException).code})`;
 }
 
 function withPeer(error: unknown, id: number): Error {

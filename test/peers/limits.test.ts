@@ -1,12 +1,15 @@
 /**
- * PeerServer against clients that hold on to what they are sent (issue 9, item 3):
+ * PeerServer against clients that hold on to what they are sent, and out of fds (issue 9,
+ * items 3 and 4):
  *
  * - Linux counts fds in flight in UNIX sockets against the sending user's RLIMIT_NOFILE
  *   (ETOOMANYREFS beyond it), root exempt: those servers run as uid 65534 under prlimit.
+ * - With its fd table full the server must neither spin on the listener nor stop for good.
  *
  * Servers under a limit run in children (test/fixtures/server.mjs), so that it is theirs alone.
  */
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -20,6 +23,7 @@ import { PeerChild, fdCount } from './child.js';
 const servers: PeerServer[] = [];
 const peers: Peer[] = [];
 const sockets: UnixSocket[] = [];
+const netSockets: Socket[] = [];
 const dirs: string[] = [];
 
 afterEach(async () => {
@@ -27,6 +31,7 @@ afterEach(async () => {
   for (const p of peers.splice(0)) p.close();
   await killAllChildren();
   for (const s of sockets.splice(0)) s.close();
+  for (const s of netSockets.splice(0)) s.destroy();
   for (const d of dirs.splice(0)) removeDir(d);
 });
 
@@ -86,6 +91,13 @@ async function drain(socket: UnixSocket, count: number): Promise<number[]> {
     watcher.close();
   }
   return values;
+}
+
+/** Seconds of CPU (user + system) that process `pid` has used. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
 const of = (child: JsonChild, type: string): ChildMessage[] => child.messages.filter((m) => m.type === type);
@@ -207,4 +219,56 @@ describe('fds held unread by clients', () => {
       ctx.skip(skipUnprivileged);
     });
   }
+});
+
+describe('out of fds', () => {
+  it(
+    'with its fd table full the server refuses newcomers at once instead of spinning, warns once, and admits again once a peer leaves',
+    { timeout: 60_000 },
+    async () => {
+      // Before: the refused connection stayed queued and the listener readable: 100 % CPU, one
+      // warning per failed accept4 (over 100,000 a second).
+      const server = await startServerChild({ vectors: 1, leaveFreeFds: 6 }, 'server child (nofile 64, 6 fds free)', {
+        prefix: ['prlimit', '--nofile=64:64', '--'],
+      });
+      expect((await server.waitForType("ballast")).held).toBeGreaterThan(0);
+      // Each peer takes two of the server's fds (its socket and eventfd): three fill the table.
+      const admitted = [await connect(server.socketPath), await connect(server.socketPath), await connect(server.socketPath)];
+      await server.waitFor(() => of(server, 'peer-joined').length === 3, 'three peers to have joined');
+
+      const REFUSED = 5;
+      const ends: Promise<void>[] = [];
+      for (let i = 0; i < REFUSED; i++) {
+        const socket = createConnection(server.socketPath);
+        netSockets.push(socket);
+        socket.on('error', () => {});
+        socket.resume();
+        ends.push(new Promise((resolve) => socket.once('close', () => resolve())));
+      }
+      await sleep(200); // let them reach the backlog (and the server fail to accept them)
+      const before = cpuSeconds(server.pid);
+      const started = Date.now();
+      await sleep(1000);
+      const used = (cpuSeconds(server.pid) - before) / ((Date.now() - started) / 1000);
+      expect(used, `the server used ${(used * 100).toFixed(0)} % of a CPU while out of fds`).toBeLessThan(0.25);
+
+      // Each newcomer was accepted and closed at once (it sees EOF), and told why.
+      await within(Promise.all(ends), 'the refused clients to see EOF', 10_000);
+      const refused = of(server, 'peer-refused').map((m) => m.reason);
+      expect(refused).toEqual(Array(REFUSED).fill('the server is out of file descriptors (EMFILE)'));
+      const warnings = of(server, 'warning');
+      expect(warnings, JSON.stringify(warnings.slice(0, 3))).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ code: 'EMFILE' });
+      expect(String(warnings[0]!.message)).toMatch(/^EMFILE: too many open files, accept \(fd \d+\): the server is out of file descriptors: new clients are refused until some are free$/);
+      expect(of(server, 'peer-joined')).toHaveLength(3);
+
+      // A peer leaves: its two fds are free, and the next client is admitted.
+      const leaver = admitted[0]!;
+      leaver.close();
+      await server.waitFor((m) => m.type === 'peer-left' && m.id === leaver.id, 'the leaver to be dropped');
+      const newcomer = await connect(server.socketPath);
+      await waitFor(() => admitted[1]!.vectorsOf(newcomer.id) === 1, 'the others to hear of the newcomer');
+      expect(of(server, 'fatal')).toEqual([]);
+    },
+  );
 });
