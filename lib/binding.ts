@@ -45,6 +45,8 @@ export interface NativeSocket {
   /** Returns the fd received with the message, or NO_FD, AGAIN, EOF. */
   recv(out: Uint8Array): number;
   shutdown(): void;
+  /** SO_SNDBUF. */
+  setSendBuffer(bytes: number): void;
   readonly fd: number;
   /** Bytes of an unfinished message received so far. */
   readonly pending: number;
@@ -125,6 +127,8 @@ export interface NativeBinding {
   growFd(fd: number, size: number): number;
   closeFd(fd: number): void;
   dupFd(fd: number): number;
+  /** An fd on /dev/null (O_RDONLY, O_CLOEXEC), the caller's to close. */
+  openSpareFd(): number;
   /** Count of native resources not yet released in this environment (for leak tests). */
   liveResources(): number;
   readonly constants: {

@@ -8,6 +8,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { EventFd } from './eventfd.js';
 import { InUseError, isSystemError } from './errors.js';
 import { native } from './binding.js';
+import { SpareFd } from './fd.js';
 import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMessage } from './protocol.js';
 import { lowBuffer, SharedMemory } from './shared-memory.js';
 import { UnixSocket } from './unix-socket.js';
@@ -57,27 +58,50 @@ export interface PeerInfo {
 
 export type LeaveReason =
   | 'disconnected'
-  /** A send to it failed (it vanished), or it left more unread than MAX_QUEUED. */
+  /** A send to it failed: it vanished, or the system refused (out of fds, ...). */
   | 'send-failed'
+  /** It left `maxQueued` messages unread (beyond the few its socket holds). */
+  | 'not-reading'
   | 'server-closed';
 
-/** Messages queued for a client that does not read before it is dropped (each may hold an fd). */
+/** The least `maxQueued`: messages queued for a client that does not read before it is dropped. */
 export const MAX_QUEUED = 4096;
+
+/**
+ * SO_SNDBUF of each client's socket. Linux doubles it, to 8 KiB: some 11 messages at 768 bytes of
+ * its accounting each; the rest waits in the client's queue here. What the kernel holds for a
+ * client, the client can pin: those fds count against the server user's RLIMIT_NOFILE (sendmsg
+ * fails with ETOOMANYREFS beyond it) until it reads them or closes its socket, even after the
+ * server has dropped it. At 11 each, 64 clients that never read pin some 700; at Linux's default
+ * (208 KiB) 20 pinned more than 1024. The queue refers to fds the server holds anyway.
+ */
+const CLIENT_SEND_BUFFER = 4096;
+
+/** How long accepting pauses after a failure that the spare fd cannot get round. */
+const ACCEPT_RETRY_MS = 100;
 
 export interface PeerServerEvents {
   'peer-joined': [peer: PeerInfo];
   'peer-left': [peer: PeerInfo, reason: LeaveReason];
-  /** A client was turned away because `maxPeers` were connected. */
+  /** A client was turned away: `maxPeers` were connected, or the server was out of fds. */
   'peer-refused': [reason: string];
   /** Something went wrong that did not stop the server (accept failed, a send failed). */
   warning: [error: Error];
   close: [];
 }
 
-/** What is waiting to go out to one client: the bytes and a private copy of the fd to pass. */
+/** What is waiting to go out to one client: the bytes and the fd to pass with them. */
 interface Pending {
   readonly data: Uint8Array;
   fd: number | null;
+  /**
+   * The peer whose eventfd `fd` is: open for as long as that peer is connected (on its way out
+   * it takes its unsent fds back, see #forget). Null: the server's own fd (the shm), or a
+   * private copy (`copy`).
+   */
+  owner: Client | null;
+  /** `fd` is a private copy, closed once sent. */
+  copy: boolean;
 }
 
 class Client {
@@ -114,6 +138,18 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   readonly #clients = new Map<number, Client>();
   #nextId = 0;
   #closed = false;
+  /**
+   * Messages queued for one client that does not read before it is dropped as 'not-reading':
+   * twice what a newcomer to a full server is sent, at least MAX_QUEUED. Queued messages cost
+   * memory, not fds, and a client's queue only holds announcements of peers still connected
+   * (and departures of those it was told of), so this bounds only the pathological.
+   */
+  readonly maxQueued: number;
+  /** A slot of the fd table kept to refuse connections when it is full (EMFILE), as libuv does. */
+  readonly #spare: SpareFd;
+  /** Running out of fds (or failing to accept) has been reported, and no peer has joined since. */
+  #admitTrouble = false;
+  #acceptRetry: NodeJS.Timeout | null = null;
   readonly #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
 
   /** The bitmask header's layout, or null without `bitmask`. */
@@ -161,6 +197,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       throw error;
     }
     this.#listener = listener;
+    this.#spare = new SpareFd();
+    this.maxQueued = Math.max(MAX_QUEUED, 2 * (3 + this.maxPeers * this.vectors));
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();
@@ -214,8 +252,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       process.off('SIGINT', this.#signalHandler);
       process.off('SIGTERM', this.#signalHandler);
     }
+    if (this.#acceptRetry !== null) clearTimeout(this.#acceptRetry);
     this.#acceptWatcher.close();
     this.#listener.close();
+    this.#spare.close();
     try {
       unlinkSync(this.socketPath);
     } catch {
@@ -249,13 +289,59 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       try {
         socket = this.#listener.accept();
       } catch (error) {
-        // EMFILE and the like: report and keep serving; the connection stays queued.
-        this.emit('warning', error as Error);
+        this.#acceptFailed(error as Error);
         return;
       }
       if (socket === null) return;
       this.#admit(socket);
     }
+  }
+
+  /**
+   * A failed accept leaves the connection queued and the listener readable: just returning
+   * would spin. Out of fds, the spare slot lets each waiting client be accepted and closed at
+   * once (it sees EOF); otherwise accepting pauses a while.
+   */
+  #acceptFailed(error: Error): void {
+    const outOfFds = isOutOfFds(error);
+    this.#troubleAdmitting(error, outOfFds ? OUT_OF_FDS : `retrying every ${ACCEPT_RETRY_MS} ms`);
+    if (this.#closed) return;
+    if (outOfFds && this.#spare.release()) {
+      let refused = 0;
+      let drained = false;
+      try {
+        for (let s = this.#listener.accept(); s !== null; s = this.#listener.accept()) {
+          s.close();
+          refused += 1;
+        }
+        drained = true;
+      } catch {
+        // the freed slot was taken meanwhile (by another thread): pause below
+      }
+      const held = this.#spare.restore();
+      for (let i = 0; i < refused && !this.#closed; i++) this.emit('peer-refused', refusedForFds(error));
+      if (drained && held) return;
+    }
+    this.#pauseAccepting();
+  }
+
+  /** Reports why clients cannot be taken in: once, until a peer joins again. */
+  #troubleAdmitting(error: Error, consequence: string): void {
+    if (this.#admitTrouble) return;
+    this.#admitTrouble = true;
+    error.message += `: ${consequence}`;
+    this.emit('warning', error);
+  }
+
+  #pauseAccepting(): void {
+    if (this.#closed || this.#acceptRetry !== null) return;
+    this.#acceptWatcher.stop();
+    this.#acceptRetry = setTimeout(() => {
+      this.#acceptRetry = null;
+      if (this.#closed) return;
+      this.#spare.restore();
+      this.#acceptWatcher.start();
+    }, ACCEPT_RETRY_MS);
   }
 
   /**
@@ -304,12 +390,18 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const eventfds: EventFd[] = [];
     try {
       for (let v = 0; v < this.vectors; v++) eventfds.push(new EventFd());
+      socket.setSendBuffer(CLIENT_SEND_BUFFER);
       const watcher = socket.watch();
       client = new Client(id, socket, watcher);
     } catch (error) {
       for (const e of eventfds) e.close();
       socket.close();
-      this.emit('warning', error as Error);
+      if (isOutOfFds(error)) {
+        this.#troubleAdmitting(error, OUT_OF_FDS);
+        if (!this.#closed) this.emit('peer-refused', refusedForFds(error));
+      } else {
+        this.emit('warning', error as Error);
+      }
       return;
     }
     client.eventfds.push(...eventfds);
@@ -329,21 +421,23 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
     // newcomer's fds to everyone else, then everyone else's to it, then its own. A client can
     // vanish at any send (EPIPE): from then on there is nobody to greet or to announce.
-    this.#send(client, greeting(id, this.shm.fd));
+    this.#send(client, greeting(id, this.shm.fd), null);
     if (!here()) return;
     client.announced = true;
     for (const other of this.#others(client)) {
       other.knows.add(id);
-      this.#send(other, peerVectors(id, own));
+      this.#send(other, peerVectors(id, own), client);
     }
     for (const other of this.#others(client)) {
       if (!here()) return;
       client.knows.add(other.id);
-      this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)));
+      this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)), other);
     }
     if (!here()) return;
-    this.#send(client, peerVectors(id, own));
-    if (here()) this.emit('peer-joined', { id, vectors: this.vectors });
+    this.#send(client, peerVectors(id, own), client);
+    if (!here()) return;
+    this.#admitTrouble = false;
+    this.emit('peer-joined', { id, vectors: this.vectors });
   }
 
   /** The clients other than `client` still connected, in connect order. */
@@ -360,7 +454,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
   }
 
-  #send(client: Client, messages: readonly WireMessage<number>[]): void {
+  /** Sends `messages` to `client`, or queues them; their fds are `owner`'s eventfds (null: the server's). */
+  #send(client: Client, messages: readonly WireMessage<number>[], owner: Client | null = null): void {
     if (this.#clients.get(client.id) !== client) return; // dropped meanwhile
     for (const message of messages) {
       const data = encodeMessage(message.value);
@@ -375,23 +470,14 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
         }
         if (sent) continue;
       }
-      // The client is not reading right now. Queue with a private copy of the fd (the original
-      // may be closed, its owner leaving, before the client drains), up to a bound: a client
-      // that never reads must not pin the server's fds without limit.
-      if (client.queue.length >= MAX_QUEUED) {
-        this.emit('warning', new Error(`peer ${client.id}: ${MAX_QUEUED} messages unread, dropping it`));
-        this.#drop(client, 'send-failed');
+      // The client is not reading right now: queue, up to a bound. The queue refers to fds the
+      // server holds anyway (a copy for each would let clients that never read fill the fd table).
+      if (client.queue.length >= this.maxQueued) {
+        this.emit('warning', new Error(`peer ${client.id} is not reading and was dropped: ${this.maxQueued} messages are queued for it`));
+        this.#drop(client, 'not-reading');
         return;
       }
-      let copy: number | null = null;
-      try {
-        if (message.fd !== undefined) copy = native.dupFd(message.fd);
-      } catch (error) {
-        this.emit('warning', withPeer(error, client.id));
-        this.#drop(client, 'send-failed');
-        return;
-      }
-      client.queue.push({ data, fd: copy });
+      client.queue.push({ data, fd: message.fd ?? null, owner: message.fd === undefined ? null : owner, copy: false });
     }
     if (client.queue.length > 0 && !client.writableWatched) {
       client.writableWatched = true;
@@ -412,10 +498,41 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       }
       if (!sent) return;
       client.queue.shift();
-      if (head.fd !== null) native.closeFd(head.fd);
+      if (head.copy) native.closeFd(head.fd!);
     }
     client.writableWatched = false;
     client.watcher.start({ readable: true });
+  }
+
+  /**
+   * Before `leaver`'s eventfds are closed: takes them out of the others' queues. A client that
+   * was sent none of them yet never hears of the leaver at all (neither its fds nor its leave);
+   * one that was sent some gets private copies of the rest, then the leave.
+   */
+  #forget(leaver: Client): void {
+    for (const other of this.#clients.values()) {
+      if (!other.knows.has(leaver.id)) continue;
+      const unsent = other.queue.filter((p) => p.owner === leaver);
+      if (unsent.length === 0) continue;
+      if (unsent.length === leaver.eventfds.length) {
+        let kept = 0;
+        for (const p of other.queue) if (p.owner !== leaver) other.queue[kept++] = p;
+        other.queue.length = kept;
+        other.knows.delete(leaver.id);
+        continue;
+      }
+      try {
+        for (const p of unsent) {
+          p.fd = native.dupFd(p.fd!);
+          p.owner = null;
+          p.copy = true;
+        }
+      } catch (error) {
+        // Out of fds: this client cannot be told the truth any more.
+        this.emit('warning', withPeer(error, other.id));
+        this.#drop(other, 'send-failed');
+      }
+    }
   }
 
   #drop(client: Client, reason: LeaveReason, notify = true): void {
@@ -423,9 +540,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#clients.delete(client.id);
     client.watcher.close();
     client.socket.close();
-    for (const pending of client.queue) if (pending.fd !== null) native.closeFd(pending.fd);
+    for (const pending of client.queue) if (pending.copy) native.closeFd(pending.fd!);
     client.queue.length = 0;
     const info = { id: client.id, vectors: client.eventfds.length };
+    if (notify) this.#forget(client);
     for (const e of client.eventfds) e.close();
     // Not live any more, and a bit it left set must not suppress rings to a future holder of the ID.
     if (!this.shm.closed) {
@@ -442,6 +560,17 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
     this.emit('peer-left', info, reason);
   }
+}
+
+const OUT_OF_FDS = 'the server is out of file descriptors: new clients are refused until some are free';
+
+/** EMFILE (this process's fd table is full) or ENFILE (the system's is). */
+function isOutOfFds(error: unknown): error is Error & NodeJS.ErrnoException {
+  return isSystemError(error) && (error.code === 'EMFILE' || error.code === 'ENFILE');
+}
+
+function refusedForFds(error: unknown): string {
+  return `the server is out of file descriptors (${(error as NodeJS.ErrnoException).code})`;
 }
 
 function withPeer(error: unknown, id: number): Error {

@@ -82,6 +82,15 @@ export class UnixSocket implements Disposable {
     return { kind: 'message', data, fd: result === native.Socket.NO_FD ? null : result };
   }
 
+  /**
+   * Sets SO_SNDBUF: how much of what this side sends the kernel holds for the other side before
+   * send() returns false. Linux doubles `bytes` (for its own bookkeeping) and has a floor of
+   * about 4.5 KiB; each 8-byte message takes some 768 bytes of it.
+   */
+  setSendBuffer(bytes: number): void {
+    this.#live().setSendBuffer(check.integer('bytes', bytes, 1, 2 ** 31 - 1));
+  }
+
   /** A watcher that emits 'readable' when recv() or accept() has something. */
   watch(): FdWatcher {
     return new FdWatcher(this.fd);

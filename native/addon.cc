@@ -70,6 +70,18 @@ Napi::Value DupFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, copy);
 }
 
+// openSpareFd() -> an fd on /dev/null that holds a slot in the fd table, to be given up when
+// the table is full (see lib/fd.ts).
+Napi::Value OpenSpareFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  do {
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) ThrowSystemError(env, errno, "open", PathDetail("/dev/null"), "/dev/null");
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Value LiveResources(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(GetData(info.Env())->LiveCount()));
 }
@@ -81,6 +93,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
+  exports.Set("openSpareFd", Napi::Function::New(env, OpenSpareFd, "openSpareFd"));
   exports.Set("liveResources", Napi::Function::New(env, LiveResources, "liveResources"));
   Mapping::Init(env, exports, data);
   EventFd::Init(env, exports, data);

@@ -28,6 +28,7 @@ class Socket : public Napi::ObjectWrap<Socket>, public Resource {
   Napi::Value Send(const Napi::CallbackInfo& info);
   Napi::Value Recv(const Napi::CallbackInfo& info);
   Napi::Value Shutdown(const Napi::CallbackInfo& info);
+  Napi::Value SetSendBuffer(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value GetPending(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

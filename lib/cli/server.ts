@@ -107,8 +107,10 @@ export function addServerCommand(program: Command): Command {
       `
 Output:
   stdout: "listening on PATH" once clients can connect, then "peer N joined" and
-  "peer N left (REASON)" per event. stderr: a note when the size was rounded up, and
-  with -v refused peers and warnings.
+  "peer N left (REASON)" per event, REASON being disconnected, send-failed,
+  not-reading (it left too much unread) or server-closed. stderr: a note when the size
+  was rounded up, and with -v refused peers (the maximum reached, or the server out of
+  file descriptors) and warnings (out of file descriptors: once, until a peer joins again).
 
 SIGINT or SIGTERM closes the server: the socket file, the named shm and the pid file are
 removed and the exit status is 0. Exit status 1: the server could not start (the socket is
