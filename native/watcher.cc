@@ -41,11 +41,15 @@ Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(inf
   handle->data = data_;
   handle->poll.data = handle;
   handle_ = handle;
+  // An open handle holds its JS object, as Node's HandleWrap does: a started watcher that JS no
+  // longer references must keep polling, not be collected and stop without a word.
+  Napi::ObjectWrap<Watcher>::Ref();
+  held_ = true;
 }
 
 Watcher::~Watcher() {
-  // Backstop only: until close() the callback reference keeps the watcher's JS side alive (as
-  // Node's own handles are), so this runs only when the environment tears down.
+  // Backstop only: until close() the watcher holds itself, so this runs only after close() or
+  // when the environment tears down.
   CloseHandle();
   Unregister();
 }
@@ -71,6 +75,7 @@ void Watcher::Teardown() {
   // No JS runs any more; let go of the references without calling into the engine.
   callback_.SuppressDestruct();
   context_.release();
+  held_ = false;
   Unregister();
 }
 
@@ -95,9 +100,14 @@ void Watcher::Dispatch(int status, int events) {
   if (handle_ == nullptr) ReleaseCallback();  // closed from inside the callback
 }
 
+// Last: it may leave the object to the collector.
 void Watcher::ReleaseCallback() {
   callback_.Reset();
   context_.reset();
+  if (held_) {
+    held_ = false;
+    Napi::ObjectWrap<Watcher>::Unref();
+  }
 }
 
 Napi::Value Watcher::Start(const Napi::CallbackInfo& info) {
