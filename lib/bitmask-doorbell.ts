@@ -102,8 +102,13 @@ export class BitmaskDoorbell implements Disposable {
       this.#counts[COUNTER_INDEX.suppressed]!++;
       return false;
     }
-    // This ring made the 0->1 edge: signal (native; counted there).
-    if (this.#edge(dest) === UNKNOWN_PEER) throw this.#ringError(dest);
+    // This ring made the 0->1 edge: signal (native; counted there). If the native side cannot
+    // (the peer's eventfds went before this doorbell heard it left), take the bit back: set with
+    // nobody signalled, it would suppress every later ring to that ID.
+    if (this.#edge(dest) === UNKNOWN_PEER) {
+      Atomics.and(this.#pending32, dest >> 5, ~bit);
+      throw this.#ringError(dest);
+    }
     return true;
   }
 

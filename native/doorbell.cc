@@ -111,8 +111,9 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
   return SignalEdge(env, s, dest, fd);
 }
 
-// edge(dest) -> 1, or -1 if dest has no eventfd. The second half of a ring whose 0->1 edge the
-// caller already made in JS (Atomics.or on the same word, a full barrier): count and signal.
+// edge(dest) -> 1, or -1 if dest has no eventfd or no bit. The second half of a ring whose 0->1
+// edge the caller already made in JS (Atomics.or on the same word, a full barrier): count and
+// signal. The bound matters: a failed signal's undo clears dest's bit, which must be a pending bit.
 static napi_value Edge(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -122,7 +123,7 @@ static napi_value Edge(napi_env env, napi_callback_info info) {
   if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
   int fd = s->FdOf(dest, 0);
-  if (fd < 0) return Int(env, kUnknownPeer);
+  if (fd < 0 || dest >= s->words * 64) return Int(env, kUnknownPeer);
   s->counters.rings++;
   return SignalEdge(env, s, dest, fd);
 }
