@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <exception>
 
 #include "errors.h"
 
@@ -36,6 +37,27 @@ void DoorbellState::CloseFds() {
 }
 
 // ---- hot path: raw Node-API functions, `data` = DoorbellState --------------------------------
+
+// A C++ exception must never leave a raw callback (it would unwind into V8: std::terminate).
+// Building an error can throw (a property set runs a hostile setter), so every raw function
+// runs under this: what it throws becomes the JS exception. Free when nothing throws.
+template <napi_callback Fn>
+static napi_value Guarded(napi_env env, napi_callback_info info) noexcept {
+  try {
+    return Fn(env, info);
+  } catch (const Napi::Error& e) {
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+      // An exception is pending already, or nothing can be thrown any more.
+    }
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, e.what());
+  } catch (...) {
+    napi_throw_error(env, nullptr, "unknown C++ exception in the doorbell");
+  }
+  return nullptr;
+}
 
 static DoorbellState* StateOf(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
   void* data = nullptr;
@@ -304,8 +326,9 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
     const char* name;
     napi_callback cb;
   };
-  for (Entry e : {Entry{"ring", Ring}, Entry{"edge", Edge}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
-                  Entry{"ack", Ack}, Entry{"claim", Claim}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
+  for (Entry e : {Entry{"ring", Guarded<Ring>}, Entry{"edge", Guarded<Edge>}, Entry{"broadcast", Guarded<Broadcast>},
+                  Entry{"signal", Guarded<SignalFn>}, Entry{"ack", Guarded<Ack>}, Entry{"claim", Guarded<Claim>},
+                  Entry{"pending", Guarded<Pending>}, Entry{"wake", Guarded<Wake>}}) {
     auto* share = new std::shared_ptr<DoorbellState>(state_);
     napi_value fn;
     if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.cb, share, &fn) != napi_ok ||

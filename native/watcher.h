@@ -40,7 +40,7 @@ class Watcher : public Napi::ObjectWrap<Watcher>, public Resource {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void CloseHandle();
-  void Dispatch(int status, int events);
+  void Dispatch(int status, int events) noexcept;
   void ReleaseCallback();
 
   Handle* handle_ = nullptr;
