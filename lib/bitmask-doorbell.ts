@@ -37,7 +37,7 @@ export class BitmaskDoorbell implements Disposable {
   readonly #peer: Peer;
   readonly #native: NativeDoorbell;
   readonly #edge: (dest: number) => number;
-  // The pending words as 32-bit halves (little-endian), for the JS fast path of ring().
+  // The pending words as 32-bit words, the width every party uses on them (docs/header.md).
   readonly #pending32: Int32Array;
   // Shared with the native counters: the fast path counts where the native code does.
   readonly #counts: Float64Array;

@@ -92,7 +92,7 @@ static napi_value ThrowErrno(napi_env env, int err, const char* syscall, int fd)
 // The eventfd write of an edge failed: take the bit back, or every later sender would be
 // suppressed and `dest` never woken.
 static napi_value UndoEdge(napi_env env, DoorbellState* s, uint32_t dest, int err, int fd) {
-  __atomic_fetch_and(s->Word(s->pendingOffset, dest >> 6), ~(uint64_t{1} << (dest & 63)), __ATOMIC_SEQ_CST);
+  __atomic_fetch_and(s->Word(s->pendingOffset, dest >> 5), ~DoorbellState::Bit(dest), __ATOMIC_SEQ_CST);
   return ThrowErrno(env, err, "write", fd);
 }
 
@@ -117,8 +117,8 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
   int fd = s->FdOf(dest, 0);
   if (fd < 0 || dest >= s->words * 64) return Int(env, kUnknownPeer);
   s->counters.rings++;
-  uint64_t bit = uint64_t{1} << (dest & 63);
-  uint64_t* word = s->Word(s->pendingOffset, dest >> 6);
+  uint32_t bit = DoorbellState::Bit(dest);
+  uint32_t* word = s->Word(s->pendingOffset, dest >> 5);
   // Without this fence the load below may pass the caller's stores of the work (store-load
   // reordering, allowed on x86) and the receiver could clear its bit without seeing the work.
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -161,16 +161,16 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
   int failedFd = -1;
   int failedErrno = 0;
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  for (uint32_t w = 0; w < s->words; w++) {
-    uint64_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
-    if ((s->self >> 6) == w) mask &= ~(uint64_t{1} << (s->self & 63));
+  for (uint32_t w = 0; w < s->Words32(); w++) {
+    uint32_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
+    if ((s->self >> 5) == w) mask &= ~DoorbellState::Bit(s->self);
     if (mask == 0) continue;
-    uint64_t old = __atomic_fetch_or(s->Word(s->pendingOffset, w), mask, __ATOMIC_SEQ_CST);
-    uint64_t edges = mask & ~old;
-    s->counters.rings += __builtin_popcountll(mask);
-    s->counters.suppressed += __builtin_popcountll(mask & old);
+    uint32_t old = __atomic_fetch_or(s->Word(s->pendingOffset, w), mask, __ATOMIC_SEQ_CST);
+    uint32_t edges = mask & ~old;
+    s->counters.rings += __builtin_popcount(mask);
+    s->counters.suppressed += __builtin_popcount(mask & old);
     while (edges != 0) {
-      uint32_t peer = w * 64 + static_cast<uint32_t>(__builtin_ctzll(edges));
+      uint32_t peer = w * 32 + static_cast<uint32_t>(__builtin_ctz(edges));
       edges &= edges - 1;
       int fd = s->FdOf(peer, 0);
       s->counters.signals++;
@@ -180,7 +180,7 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
         // Signal the others first; this one's bit must not stay set with nobody woken.
         failedErrno = errno;
         failedFd = fd;
-        __atomic_fetch_and(s->Word(s->pendingOffset, w), ~(uint64_t{1} << (peer & 63)), __ATOMIC_SEQ_CST);
+        __atomic_fetch_and(s->Word(s->pendingOffset, w), ~DoorbellState::Bit(peer), __ATOMIC_SEQ_CST);
       }
     }
   }
@@ -212,14 +212,14 @@ static napi_value OnOwnBit(napi_env env, napi_callback_info info, Op op) {
   DoorbellState* s = StateOf(env, info, &argc, nullptr);
   if (s == nullptr) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
-  uint64_t bit = uint64_t{1} << (s->self & 63);
-  return Int(env, (op(*s, s->Word(s->pendingOffset, s->self >> 6), bit) & bit) ? 1 : 0);
+  uint32_t bit = DoorbellState::Bit(s->self);
+  return Int(env, (op(*s, s->Word(s->pendingOffset, s->self >> 5), bit) & bit) ? 1 : 0);
 }
 
 // ack() -> 1 if the own bit was set. Clears it (seq_cst); the caller must then re-check its
 // work sources, since a sender that saw the bit still set did not signal.
 static napi_value Ack(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState& s, uint64_t* word, uint64_t bit) {
+  return OnOwnBit(env, info, [](DoorbellState& s, uint32_t* word, uint32_t bit) {
     s.counters.acks++;
     return __atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
   });
@@ -228,14 +228,14 @@ static napi_value Ack(napi_env env, napi_callback_info info) {
 // claim() -> 1 if the own bit was already set. Sets it without signalling: a receiver that
 // keeps working (or busy-polls) after a re-check found more work keeps senders suppressed.
 static napi_value Claim(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t bit) {
+  return OnOwnBit(env, info, [](DoorbellState&, uint32_t* word, uint32_t bit) {
     return __atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST);
   });
 }
 
 // pending() -> 1 if the own bit is set.
 static napi_value Pending(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); });
+  return OnOwnBit(env, info, [](DoorbellState&, uint32_t* word, uint32_t) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); });
 }
 
 // wake(vector) -> the count drained from the own eventfd (0: spurious). Called when the event
@@ -318,7 +318,7 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
       throw Napi::RangeError::New(env, "bit words must be 8-byte aligned and inside the mapping");
     }
     if (s.self >= s.words * 64) throw Napi::RangeError::New(env, "self is beyond the bit words");
-    s.known.assign(s.words, 0);
+    s.known.assign(s.Words32(), 0);
   }
   // The hot functions, each holding its own share of the state.
   Napi::Object self = info.This().As<Napi::Object>();
@@ -399,7 +399,7 @@ Napi::Value Doorbell::SetPeer(const Napi::CallbackInfo& info) {
   if (s.fds.size() <= id) s.fds.resize(static_cast<size_t>(id) + 1);
   s.ClosePeer(id);
   s.fds[id] = std::move(dups);
-  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] |= uint64_t{1} << (id & 63);
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 5] |= DoorbellState::Bit(id);
   return env.Undefined();
 }
 
@@ -408,7 +408,7 @@ Napi::Value Doorbell::RemovePeer(const Napi::CallbackInfo& info) {
   DoorbellState& s = Live(env, state_);
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   s.ClosePeer(id);
-  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] &= ~(uint64_t{1} << (id & 63));
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 5] &= ~DoorbellState::Bit(id);
   return env.Undefined();
 }
 
