@@ -18,6 +18,11 @@ import * as check from './validate.js';
  */
 const receiving = new WeakSet<Peer>();
 
+/** @internal Whether a receive loop serves `peer`'s pending bit now (the reactor checks before it starts one). */
+export function hasReceiveLoop(peer: Peer): boolean {
+  return receiving.has(peer);
+}
+
 /** How often a sleeping receiver looks at its own bit (see #nextInterrupt). */
 const STALE_BIT_CHECK_MS = 1000;
 
