@@ -19,6 +19,11 @@ import { lowBuffer } from './shared-memory.js';
  */
 const receiving = new WeakSet<Peer>();
 
+/** @internal Whether a receive loop serves `peer`'s pending bit now (the reactor checks before it starts one). */
+export function hasReceiveLoop(peer: Peer): boolean {
+  return receiving.has(peer);
+}
+
 /** How often a sleeping receiver looks at its own bit (see #nextInterrupt). */
 const STALE_BIT_CHECK_MS = 1000;
 
@@ -38,7 +43,7 @@ export class BitmaskDoorbell implements Disposable {
   readonly #peer: Peer;
   readonly #native: NativeDoorbell;
   readonly #edge: (dest: number) => number;
-  // The pending words as 32-bit halves (little-endian), for the JS fast path of ring().
+  // The pending words as 32-bit words, the width every party uses on them (docs/header.md).
   readonly #pending32: Int32Array;
   // Shared with the native counters: the fast path counts where the native code does.
   readonly #counts: Float64Array;
@@ -103,8 +108,13 @@ export class BitmaskDoorbell implements Disposable {
       this.#counts[COUNTER_INDEX.suppressed]!++;
       return false;
     }
-    // This ring made the 0->1 edge: signal (native; counted there).
-    if (this.#edge(dest) === UNKNOWN_PEER) throw this.#ringError(dest);
+    // This ring made the 0->1 edge: signal (native; counted there). If the native side cannot
+    // (the peer's eventfds went before this doorbell heard it left), take the bit back: set with
+    // nobody signalled, it would suppress every later ring to that ID.
+    if (this.#edge(dest) === UNKNOWN_PEER) {
+      Atomics.and(this.#pending32, dest >> 5, ~bit);
+      throw this.#ringError(dest);
+    }
     return true;
   }
 

@@ -129,12 +129,18 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   #waiters = 0;
   #need = 0;
   #resolveSpace: (() => void) | null = null;
+  // Why the peer's receive loop could not serve the current wait for space (thrown by that wait).
+  #waitError: Error | null = null;
   readonly #source: Source = {
     state: () => this.#state(),
     dispatch: () => {
       const resolve = this.#resolveSpace;
       this.#resolveSpace = null;
       resolve?.();
+    },
+    fail: (error) => {
+      this.#waitError = error;
+      this.#source.dispatch();
     },
   };
   readonly #onLeft = (id: number): void => {
@@ -315,8 +321,11 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
       this.#reactor.add(this.#source);
     });
     this.#reactor.remove(this.#source);
+    const failed = this.#waitError;
+    this.#waitError = null;
     this.#live(); // closed meanwhile (this end, or the peer and with it the memory)
     Atomics.store(words, Word.waiting, 0);
+    if (failed !== null) throw failed;
   }
 }
 
@@ -346,6 +355,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   #outstandingEnd = 0;
   #next = 0;
   #closed = false;
+  // Thrown by every read from now on: a corrupt ring, or the peer's receive loop failed.
   #error: Error | null = null;
   #resolveData: (() => void) | null = null;
   readonly #source: Source = {
@@ -354,6 +364,11 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
       const resolve = this.#resolveData;
       this.#resolveData = null;
       resolve?.();
+    },
+    // Out of the peer's receive loop, nothing would wake this consumer again: reads throw.
+    fail: (error) => {
+      this.#error ??= error;
+      this.#source.dispatch();
     },
   };
   // A producer that waited for space before we knew it could not be rung: ring it now.

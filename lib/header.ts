@@ -101,27 +101,32 @@ export function readHeader(buffer: ArrayBuffer): HeaderLayout {
   return layout;
 }
 
-/** Atomic access to one bit set (pending or live) of the header, from TypeScript. */
+/**
+ * Atomic access to one bit set (pending or live) of the header, from TypeScript. 32-bit words,
+ * as everyone else works on them (the native doorbell, BitmaskDoorbell.ring): bit `id` is bit
+ * id % 32 of word id / 32, the same bit as in the header's little-endian 64-bit words.
+ */
 export class BitWords {
-  readonly #words: BigInt64Array;
+  readonly #words: Int32Array;
+  /** `words`: the header's 64-bit words per bit set. */
   constructor(buffer: ArrayBuffer, offset: number, words: number) {
-    this.#words = new BigInt64Array(buffer, offset, words);
+    this.#words = new Int32Array(buffer, offset, words * 2);
   }
   set(id: number): void {
-    Atomics.or(this.#words, id >> 6, BigInt.asIntN(64, 1n << BigInt(id & 63)));
+    Atomics.or(this.#words, id >> 5, 1 << (id & 31));
   }
   clear(id: number): void {
-    Atomics.and(this.#words, id >> 6, ~BigInt.asIntN(64, 1n << BigInt(id & 63)));
+    Atomics.and(this.#words, id >> 5, ~(1 << (id & 31)));
   }
   has(id: number): boolean {
-    return (Atomics.load(this.#words, id >> 6) & BigInt.asIntN(64, 1n << BigInt(id & 63))) !== 0n;
+    return (Atomics.load(this.#words, id >> 5) & (1 << (id & 31))) !== 0;
   }
   /** The IDs whose bits are set, ascending. */
   ids(): number[] {
     const out: number[] = [];
     for (let w = 0; w < this.#words.length; w++) {
-      const word = BigInt.asUintN(64, Atomics.load(this.#words, w));
-      for (let b = 0; b < 64; b++) if ((word >> BigInt(b)) & 1n) out.push(w * 64 + b);
+      const word = Atomics.load(this.#words, w);
+      for (let b = 0; b < 32; b++) if ((word >>> b) & 1) out.push(w * 32 + b);
     }
     return out;
   }

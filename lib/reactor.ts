@@ -5,7 +5,8 @@
  * (senders stay suppressed), and clears it — then re-checks — only when every source is idle
  * or a writer waits for space (which only a ring from the other side can announce).
  */
-import { BitmaskDoorbell } from './bitmask-doorbell.js';
+import { BitmaskDoorbell, hasReceiveLoop } from './bitmask-doorbell.js';
+import { InUseError } from './errors.js';
 import type { Peer } from './peer.js';
 
 export type SourceState =
@@ -21,6 +22,8 @@ export interface Source {
   state(): SourceState;
   /** Hand over what is actionable (resolve the waiting reader or writer). */
   dispatch(): void;
+  /** The loop failed (or could not start): the source is out of the reactor; fail its wait. */
+  fail(error: Error): void;
 }
 
 const reactors = new WeakMap<Peer, Reactor>();
@@ -38,9 +41,13 @@ export class Reactor {
     peer.once('close', () => this.#stop.abort());
   }
 
-  /** The peer's reactor (one per peer, created on first use). */
+  /**
+   * The peer's reactor (one per peer, created on first use). InUseError if the peer's pending
+   * bit is already served by a loop of its own (a BitmaskDoorbell's notifications or serve).
+   */
   static of(peer: Peer): Reactor {
     let reactor = reactors.get(peer);
+    if ((reactor === undefined || !reactor.#running) && hasReceiveLoop(peer)) throw inUse(peer);
     if (reactor === undefined) {
       reactor = new Reactor(peer);
       reactors.set(peer, reactor);
@@ -49,6 +56,11 @@ export class Reactor {
   }
 
   add(source: Source): void {
+    if (!this.#running && hasReceiveLoop(this.peer)) {
+      // Another loop took the bit since this source's channel was made: it cannot be served.
+      source.fail(inUse(this.peer));
+      return;
+    }
     this.#sources.add(source);
     if (!this.#running) void this.#run();
     this.poke();
@@ -88,6 +100,7 @@ export class Reactor {
 
   async #run(): Promise<void> {
     this.#running = true;
+    let failure: Error | null = null;
     try {
       for await (const _ of this.doorbell.notifications(this.#hasWork, { signal: this.#stop.signal })) {
         if (this.#sources.size === 0) break;
@@ -101,9 +114,27 @@ export class Reactor {
         // Holding: keep the bit set until a local change (a reader comes back, a writer waits).
         if (!this.#poked) await new Promise<void>((resolve) => (this.#poke = resolve));
       }
+    } catch (error) {
+      failure = error instanceof Error ? error : new Error(String(error));
     } finally {
       this.#running = false;
-      if (this.#sources.size > 0 && !this.#stop.signal.aborted) void this.#run();
     }
+    if (failure !== null) {
+      // Never start again by itself: a loop that fails at once would restart in a tight cycle
+      // of microtasks and freeze the process. Its sources get the error; a new wait starts anew.
+      const failed = [...this.#sources];
+      this.#sources.clear();
+      for (const s of failed) s.fail(failure);
+      return;
+    }
+    // Sources added while the loop was ending (it ends when it finds none).
+    if (this.#sources.size > 0 && !this.#stop.signal.aborted) void this.#run();
   }
+}
+
+function inUse(peer: Peer): InUseError {
+  return new InUseError(
+    `peer ${peer.id} already has a receive loop of its own on its pending bit (BitmaskDoorbell notifications or serve): ` +
+      "its channels need the peer's one loop (end that loop first, or put that work into channels too)",
+  );
 }

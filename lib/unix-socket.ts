@@ -31,6 +31,9 @@ export class UnixSocket implements Disposable {
   readonly #native: NativeSocket;
   readonly #path: string | null;
   #closed = false;
+  // Watchers made by watch(): closed with the socket, before its fd number can be reused (a
+  // libuv poll left on a closed fd watches whatever gets that number next, or aborts on re-arm).
+  readonly #watchers = new Set<FdWatcher>();
 
   private constructor(socket: NativeSocket, path: string | null) {
     this.#native = socket;
@@ -91,9 +94,12 @@ export class UnixSocket implements Disposable {
     this.#live().setSendBuffer(check.integer('bytes', bytes, 1, 2 ** 31 - 1));
   }
 
-  /** A watcher that emits 'readable' when recv() or accept() has something. */
+  /** A watcher that emits 'readable' when recv() or accept() has something. Closed with the socket. */
   watch(): FdWatcher {
-    return new FdWatcher(this.fd);
+    const watcher = new FdWatcher(this.fd);
+    this.#watchers.add(watcher);
+    watcher.once('close', () => this.#watchers.delete(watcher));
+    return watcher;
   }
 
   /** Stops both directions; the other side sees EOF. */
@@ -114,10 +120,14 @@ export class UnixSocket implements Disposable {
     return this.#closed;
   }
 
-  /** Closes the socket (and any fd of an unfinished message). Idempotent. Does not unlink the path. */
+  /**
+   * Closes the socket (and any fd of an unfinished message), and the watchers made by watch().
+   * Idempotent. Does not unlink the path.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const watcher of [...this.#watchers]) watcher.close();
     this.#native.close();
   }
 

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <vector>
 
 #include "doorbell.h"
 #include "errors.h"
@@ -30,13 +29,22 @@ AddonData::AddonData(Napi::Env env) {
   if (status != napi_ok) throw Napi::Error::New(env, "napi_add_async_cleanup_hook failed");
 }
 
-void AddonData::OnCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+// A raw callback of the environment: no exception may leave it (std::terminate).
+void AddonData::OnCleanup(napi_async_cleanup_hook_handle handle, void* arg) noexcept {
   auto* self = static_cast<AddonData*>(arg);
   self->hook_ = handle;
   self->tearingDown_ = true;
-  // Teardown unregisters, so iterate over a copy.
-  std::vector<Resource*> live(self->live_.begin(), self->live_.end());
-  for (Resource* r : live) r->Teardown();
+  // Teardown unregisters, so take them out one at a time (no copy to allocate); one that throws
+  // is dropped from the set so that the others still go.
+  while (!self->live_.empty()) {
+    Resource* r = *self->live_.begin();
+    try {
+      r->Teardown();
+    } catch (...) {
+      // Its fd or mapping goes with the process; the environment must still end.
+    }
+    self->live_.erase(r);
+  }
   if (self->closing_ == 0) {
     napi_remove_async_cleanup_hook(self->hook_);
     self->hook_ = nullptr;

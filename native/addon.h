@@ -46,7 +46,7 @@ class AddonData {
   void HandleClosed();
 
  private:
-  static void OnCleanup(napi_async_cleanup_hook_handle handle, void* arg);
+  static void OnCleanup(napi_async_cleanup_hook_handle handle, void* arg) noexcept;
   std::unordered_set<Resource*> live_;
   napi_async_cleanup_hook_handle hook_ = nullptr;
   bool tearingDown_ = false;

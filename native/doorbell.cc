@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <exception>
 
 #include "errors.h"
 
@@ -36,6 +37,27 @@ void DoorbellState::CloseFds() {
 }
 
 // ---- hot path: raw Node-API functions, `data` = DoorbellState --------------------------------
+
+// A C++ exception must never leave a raw callback (it would unwind into V8: std::terminate).
+// Building an error can throw (a property set runs a hostile setter), so every raw function
+// runs under this: what it throws becomes the JS exception. Free when nothing throws.
+template <napi_callback Fn>
+static napi_value Guarded(napi_env env, napi_callback_info info) noexcept {
+  try {
+    return Fn(env, info);
+  } catch (const Napi::Error& e) {
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+      // An exception is pending already, or nothing can be thrown any more.
+    }
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, e.what());
+  } catch (...) {
+    napi_throw_error(env, nullptr, "unknown C++ exception in the doorbell");
+  }
+  return nullptr;
+}
 
 static DoorbellState* StateOf(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
   void* data = nullptr;
@@ -70,7 +92,7 @@ static napi_value ThrowErrno(napi_env env, int err, const char* syscall, int fd)
 // The eventfd write of an edge failed: take the bit back, or every later sender would be
 // suppressed and `dest` never woken.
 static napi_value UndoEdge(napi_env env, DoorbellState* s, uint32_t dest, int err, int fd) {
-  __atomic_fetch_and(s->Word(s->pendingOffset, dest >> 6), ~(uint64_t{1} << (dest & 63)), __ATOMIC_SEQ_CST);
+  __atomic_fetch_and(s->Word(s->pendingOffset, dest >> 5), ~DoorbellState::Bit(dest), __ATOMIC_SEQ_CST);
   return ThrowErrno(env, err, "write", fd);
 }
 
@@ -95,8 +117,8 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
   int fd = s->FdOf(dest, 0);
   if (fd < 0 || dest >= s->words * 64) return Int(env, kUnknownPeer);
   s->counters.rings++;
-  uint64_t bit = uint64_t{1} << (dest & 63);
-  uint64_t* word = s->Word(s->pendingOffset, dest >> 6);
+  uint32_t bit = DoorbellState::Bit(dest);
+  uint32_t* word = s->Word(s->pendingOffset, dest >> 5);
   // Without this fence the load below may pass the caller's stores of the work (store-load
   // reordering, allowed on x86) and the receiver could clear its bit without seeing the work.
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -111,8 +133,9 @@ static napi_value Ring(napi_env env, napi_callback_info info) {
   return SignalEdge(env, s, dest, fd);
 }
 
-// edge(dest) -> 1, or -1 if dest has no eventfd. The second half of a ring whose 0->1 edge the
-// caller already made in JS (Atomics.or on the same word, a full barrier): count and signal.
+// edge(dest) -> 1, or -1 if dest has no eventfd or no bit. The second half of a ring whose 0->1
+// edge the caller already made in JS (Atomics.or on the same word, a full barrier): count and
+// signal. The bound matters: a failed signal's undo clears dest's bit, which must be a pending bit.
 static napi_value Edge(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -122,7 +145,7 @@ static napi_value Edge(napi_env env, napi_callback_info info) {
   if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
   int fd = s->FdOf(dest, 0);
-  if (fd < 0) return Int(env, kUnknownPeer);
+  if (fd < 0 || dest >= s->words * 64) return Int(env, kUnknownPeer);
   s->counters.rings++;
   return SignalEdge(env, s, dest, fd);
 }
@@ -138,16 +161,16 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
   int failedFd = -1;
   int failedErrno = 0;
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  for (uint32_t w = 0; w < s->words; w++) {
-    uint64_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
-    if ((s->self >> 6) == w) mask &= ~(uint64_t{1} << (s->self & 63));
+  for (uint32_t w = 0; w < s->Words32(); w++) {
+    uint32_t mask = s->known[w] & __atomic_load_n(s->Word(s->liveOffset, w), __ATOMIC_SEQ_CST);
+    if ((s->self >> 5) == w) mask &= ~DoorbellState::Bit(s->self);
     if (mask == 0) continue;
-    uint64_t old = __atomic_fetch_or(s->Word(s->pendingOffset, w), mask, __ATOMIC_SEQ_CST);
-    uint64_t edges = mask & ~old;
-    s->counters.rings += __builtin_popcountll(mask);
-    s->counters.suppressed += __builtin_popcountll(mask & old);
+    uint32_t old = __atomic_fetch_or(s->Word(s->pendingOffset, w), mask, __ATOMIC_SEQ_CST);
+    uint32_t edges = mask & ~old;
+    s->counters.rings += __builtin_popcount(mask);
+    s->counters.suppressed += __builtin_popcount(mask & old);
     while (edges != 0) {
-      uint32_t peer = w * 64 + static_cast<uint32_t>(__builtin_ctzll(edges));
+      uint32_t peer = w * 32 + static_cast<uint32_t>(__builtin_ctz(edges));
       edges &= edges - 1;
       int fd = s->FdOf(peer, 0);
       s->counters.signals++;
@@ -157,7 +180,7 @@ static napi_value Broadcast(napi_env env, napi_callback_info info) {
         // Signal the others first; this one's bit must not stay set with nobody woken.
         failedErrno = errno;
         failedFd = fd;
-        __atomic_fetch_and(s->Word(s->pendingOffset, w), ~(uint64_t{1} << (peer & 63)), __ATOMIC_SEQ_CST);
+        __atomic_fetch_and(s->Word(s->pendingOffset, w), ~DoorbellState::Bit(peer), __ATOMIC_SEQ_CST);
       }
     }
   }
@@ -189,14 +212,14 @@ static napi_value OnOwnBit(napi_env env, napi_callback_info info, Op op) {
   DoorbellState* s = StateOf(env, info, &argc, nullptr);
   if (s == nullptr) return nullptr;
   if (s->words == 0) return Int(env, kNoBitmask);
-  uint64_t bit = uint64_t{1} << (s->self & 63);
-  return Int(env, (op(*s, s->Word(s->pendingOffset, s->self >> 6), bit) & bit) ? 1 : 0);
+  uint32_t bit = DoorbellState::Bit(s->self);
+  return Int(env, (op(*s, s->Word(s->pendingOffset, s->self >> 5), bit) & bit) ? 1 : 0);
 }
 
 // ack() -> 1 if the own bit was set. Clears it (seq_cst); the caller must then re-check its
 // work sources, since a sender that saw the bit still set did not signal.
 static napi_value Ack(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState& s, uint64_t* word, uint64_t bit) {
+  return OnOwnBit(env, info, [](DoorbellState& s, uint32_t* word, uint32_t bit) {
     s.counters.acks++;
     return __atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
   });
@@ -205,14 +228,14 @@ static napi_value Ack(napi_env env, napi_callback_info info) {
 // claim() -> 1 if the own bit was already set. Sets it without signalling: a receiver that
 // keeps working (or busy-polls) after a re-check found more work keeps senders suppressed.
 static napi_value Claim(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t bit) {
+  return OnOwnBit(env, info, [](DoorbellState&, uint32_t* word, uint32_t bit) {
     return __atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST);
   });
 }
 
 // pending() -> 1 if the own bit is set.
 static napi_value Pending(napi_env env, napi_callback_info info) {
-  return OnOwnBit(env, info, [](DoorbellState&, uint64_t* word, uint64_t) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); });
+  return OnOwnBit(env, info, [](DoorbellState&, uint32_t* word, uint32_t) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); });
 }
 
 // wake(vector) -> the count drained from the own eventfd (0: spurious). Called when the event
@@ -295,7 +318,7 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
       throw Napi::RangeError::New(env, "bit words must be 8-byte aligned and inside the mapping");
     }
     if (s.self >= s.words * 64) throw Napi::RangeError::New(env, "self is beyond the bit words");
-    s.known.assign(s.words, 0);
+    s.known.assign(s.Words32(), 0);
   }
   // The hot functions, each holding its own share of the state.
   Napi::Object self = info.This().As<Napi::Object>();
@@ -303,8 +326,9 @@ Doorbell::Doorbell(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Doorbell>(
     const char* name;
     napi_callback cb;
   };
-  for (Entry e : {Entry{"ring", Ring}, Entry{"edge", Edge}, Entry{"broadcast", Broadcast}, Entry{"signal", SignalFn},
-                  Entry{"ack", Ack}, Entry{"claim", Claim}, Entry{"pending", Pending}, Entry{"wake", Wake}}) {
+  for (Entry e : {Entry{"ring", Guarded<Ring>}, Entry{"edge", Guarded<Edge>}, Entry{"broadcast", Guarded<Broadcast>},
+                  Entry{"signal", Guarded<SignalFn>}, Entry{"ack", Guarded<Ack>}, Entry{"claim", Guarded<Claim>},
+                  Entry{"pending", Guarded<Pending>}, Entry{"wake", Guarded<Wake>}}) {
     auto* share = new std::shared_ptr<DoorbellState>(state_);
     napi_value fn;
     if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.cb, share, &fn) != napi_ok ||
@@ -375,7 +399,7 @@ Napi::Value Doorbell::SetPeer(const Napi::CallbackInfo& info) {
   if (s.fds.size() <= id) s.fds.resize(static_cast<size_t>(id) + 1);
   s.ClosePeer(id);
   s.fds[id] = std::move(dups);
-  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] |= uint64_t{1} << (id & 63);
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 5] |= DoorbellState::Bit(id);
   return env.Undefined();
 }
 
@@ -384,7 +408,7 @@ Napi::Value Doorbell::RemovePeer(const Napi::CallbackInfo& info) {
   DoorbellState& s = Live(env, state_);
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   s.ClosePeer(id);
-  if (s.words > 0 && id < s.words * 64) s.known[id >> 6] &= ~(uint64_t{1} << (id & 63));
+  if (s.words > 0 && id < s.words * 64) s.known[id >> 5] &= ~DoorbellState::Bit(id);
   return env.Undefined();
 }
 

@@ -31,18 +31,24 @@ struct DoorbellCounters {
 struct DoorbellState {
   std::shared_ptr<Region> region;
   uint32_t self = 0;
-  // Bitmask mode (words > 0): byte offsets of the pending and live words in the region.
+  // Bitmask mode (words > 0): the header's 64-bit words per bit set, and the byte offsets of
+  // the pending and live words in the region.
   uint32_t words = 0;
   uint32_t pendingOffset = 0;
   uint32_t liveOffset = 0;
   std::vector<std::vector<int>> fds;  // [peer][vector] -> eventfd (our dup)
   std::vector<int> own;             // own eventfds by vector (our dups)
-  std::vector<uint64_t> known;      // peers with eventfds, as bits by ID (bitmask mode)
+  std::vector<uint32_t> known;      // peers with eventfds, as bits by ID (bitmask mode)
   DoorbellCounters counters;
   bool closed = false;
 
-  uint64_t* Word(uint32_t offset, uint32_t index) const {
-    return reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(region->addr) + offset) + index;
+  // The bit sets are worked on as 32-bit words, the width of JS's Atomics on an Int32Array and
+  // of the server's: one width for every party on the same memory. Bit `id` is bit id % 32 of
+  // word id / 32 (on little-endian, the same bit as in the header's 64-bit words).
+  uint32_t Words32() const { return words * 2; }
+  static uint32_t Bit(uint32_t id) { return uint32_t{1} << (id & 31); }
+  uint32_t* Word(uint32_t offset, uint32_t index) const {
+    return reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(region->addr) + offset) + index;
   }
   int FdOf(uint32_t peer, uint32_t vector) const {
     if (peer == self) return vector < own.size() ? own[vector] : -1;

@@ -41,11 +41,15 @@ Watcher::Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(inf
   handle->data = data_;
   handle->poll.data = handle;
   handle_ = handle;
+  // An open handle holds its JS object, as Node's HandleWrap does: a started watcher that JS no
+  // longer references must keep polling, not be collected and stop without a word.
+  Napi::ObjectWrap<Watcher>::Ref();
+  held_ = true;
 }
 
 Watcher::~Watcher() {
-  // Backstop only: until close() the callback reference keeps the watcher's JS side alive (as
-  // Node's own handles are), so this runs only when the environment tears down.
+  // Backstop only: until close() the watcher holds itself, so this runs only after close() or
+  // when the environment tears down.
   CloseHandle();
   Unregister();
 }
@@ -71,6 +75,7 @@ void Watcher::Teardown() {
   // No JS runs any more; let go of the references without calling into the engine.
   callback_.SuppressDestruct();
   context_.release();
+  held_ = false;
   Unregister();
 }
 
@@ -79,9 +84,22 @@ void Watcher::OnPoll(uv_poll_t* poll, int status, int events) {
   if (handle->owner != nullptr) handle->owner->Dispatch(status, events);
 }
 
-void Watcher::Dispatch(int status, int events) {
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
+// A C++ exception must not unwind into libuv (std::terminate): report it the way Node reports a
+// throwing callback, as an uncaught exception.
+static void Uncaught(napi_env env, const Napi::Error* error, const char* what) noexcept {
+  try {
+    napi_value value = error != nullptr ? napi_value(error->Value()) : napi_value(Napi::Error::New(env, what).Value());
+    napi_fatal_exception(env, value);
+  } catch (...) {
+    // Nothing is left to report it with.
+  }
+}
+
+void Watcher::Dispatch(int status, int events) noexcept {
+  napi_env env = Env();
+  // A raw scope: Napi::HandleScope throws if it cannot open, and nothing may throw out of here.
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   dispatching_ = true;
   try {
     // MakeCallback, not Call: it runs the microtask queue afterwards, as Node's own handles do.
@@ -89,15 +107,29 @@ void Watcher::Dispatch(int status, int events) {
                            *context_);
   } catch (const Napi::Error& e) {
     // A throwing listener becomes an uncaught exception, exactly as from any Node callback.
-    napi_fatal_exception(env, e.Value());
+    Uncaught(env, &e, nullptr);
+  } catch (const std::exception& e) {
+    Uncaught(env, nullptr, e.what());
+  } catch (...) {
+    Uncaught(env, nullptr, "unknown C++ exception in a watcher callback");
   }
   dispatching_ = false;
-  if (handle_ == nullptr) ReleaseCallback();  // closed from inside the callback
+  try {
+    if (handle_ == nullptr) ReleaseCallback();  // closed from inside the callback
+  } catch (const Napi::Error& e) {
+    Uncaught(env, &e, nullptr);
+  }
+  napi_close_handle_scope(env, scope);
 }
 
+// Last: it may leave the object to the collector.
 void Watcher::ReleaseCallback() {
   callback_.Reset();
   context_.reset();
+  if (held_) {
+    held_ = false;
+    Napi::ObjectWrap<Watcher>::Unref();
+  }
 }
 
 Napi::Value Watcher::Start(const Napi::CallbackInfo& info) {

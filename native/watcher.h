@@ -1,6 +1,7 @@
 // Readiness of any fd (eventfd, socket) on the environment's own libuv loop, via uv_poll_t.
-// Lifecycle as in Node's handle_wrap.cc: close() is idempotent; stop, uv_close, and the handle's
-// memory is freed in the close callback.
+// Lifecycle as in Node's handle_wrap.cc: open, it holds its own JS object (nothing referencing
+// it must not stop it); close() is idempotent; stop, uv_close, and the handle's memory is freed
+// in the close callback.
 #pragma once
 #include <napi.h>
 #include <uv.h>
@@ -39,7 +40,7 @@ class Watcher : public Napi::ObjectWrap<Watcher>, public Resource {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void CloseHandle();
-  void Dispatch(int status, int events);
+  void Dispatch(int status, int events) noexcept;
   void ReleaseCallback();
 
   Handle* handle_ = nullptr;
@@ -47,6 +48,7 @@ class Watcher : public Napi::ObjectWrap<Watcher>, public Resource {
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
   bool dispatching_ = false;
+  bool held_ = false;  // the strong reference to the own JS object, from open to close()
 };
 
 }  // namespace ivshmem

@@ -502,6 +502,37 @@ describe('listen and connect', () => {
     expect(existsSync(path)).toBe(false);
   });
 
+  it('close() closes the watchers made by watch(): none keeps polling the fd number once it is reused', async () => {
+    const { server } = pair();
+    const early = server.watch(); // closed by its owner first: the socket's close() leaves it be
+    early.close();
+    const watcher = server.watch().start();
+    later(() => watcher.close()); // should the test fail: before libuv re-arms a closed fd (abort)
+    let readable = 0;
+    let closes = 0;
+    watcher.on('readable', () => readable++);
+    watcher.on('close', () => closes++);
+    const fd = server.fd;
+    server.close();
+    expect(watcher.closed).toBe(true);
+    expect(watcher.active).toBe(false);
+    expect(closes).toBe(1);
+    // The fd number comes back for a new eventfd: signalled, it wakes only its own watcher.
+    const ev = new EventFd();
+    later(() => ev.close());
+    expect(ev.fd).toBe(fd);
+    const counts: number[] = [];
+    const again = ev.watch((c) => counts.push(c));
+    later(() => again.close());
+    expect(again.active).toBe(true);
+    ev.signal(1);
+    await waitFor(() => counts.length > 0, "the new eventfd's watcher");
+    await idleTurns(20);
+    expect(counts).toEqual([1]);
+    expect(readable).toBe(0);
+    expect(closes).toBe(1);
+  });
+
   it('accept() with nothing pending is null; the listener path getter reports the path', () => {
     const { listener, path } = listen();
     expect(listener.accept()).toBeNull();

@@ -1,0 +1,119 @@
+/**
+ * One width for the pending bits: the native doorbell, the server's BitWords and the JS fast
+ * path of ring() (Atomics on an Int32Array) all work on 32-bit words. They agree bit for bit on
+ * the header's layout (bit id of 32-bit word id / 32 is bit id of 64-bit word id / 64 on
+ * little-endian), touch nothing outside the pending words, and — seen by a hardware
+ * watchpoint — no operation on a bit touches the other half of its 64-bit word.
+ */
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { native } from '../../lib/binding.js';
+import { BitWords, headerLayout, writeHeader } from '../../lib/header.js';
+import { nativeMappingOf } from '../../lib/shared-memory.js';
+import { EventFd, SharedMemory } from '../../lib/index.js';
+import { JsonChild } from '../helpers/children.js';
+import { findOnPath } from '../helpers/env.js';
+import { waitFor } from '../helpers/wait.js';
+import { useResources } from './helpers.js';
+
+const res = useResources();
+
+describe('the pending words', () => {
+  it('native, server and a 32-bit view agree on bits 0..127, and nothing outside the pending words changes', () => {
+    const shm = res.track(SharedMemory.create({ size: 8192 }));
+    const layout = headerLayout(128);
+    writeHeader(shm.buffer, layout);
+    expect(layout).toMatchObject({ words: 2, pendingOffset: 64, liveOffset: 128 });
+    const options = { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset };
+    const pendingEnd = layout.pendingOffset + layout.words * 8;
+    const bytes = new Uint8Array(shm.buffer, 0, layout.dataOffset);
+    // Canaries in the reserved bytes before the pending words and in the gap after them.
+    bytes.fill(0xa5, 32, layout.pendingOffset);
+    bytes.fill(0xa5, pendingEnd, layout.liveOffset);
+    const p32 = new Int32Array(shm.buffer, layout.pendingOffset, layout.words * 2);
+    const pending = new BitWords(shm.buffer, layout.pendingOffset, layout.words);
+    const live = new BitWords(shm.buffer, layout.liveOffset, layout.words);
+    for (let id = 0; id < 128; id++) live.set(id);
+    const outside = (): number[] => [...bytes.subarray(0, layout.pendingOffset), ...bytes.subarray(pendingEnd)];
+    const before = outside();
+    const only = (id: number): number[] => [0, 1, 2, 3].map((w) => (w === id >> 5 ? 1 << (id & 31) : 0));
+
+    for (let id = 0; id < 128; id++) {
+      const own = res.track(new native.Doorbell(nativeMappingOf(shm), { self: id, ...options }));
+      Atomics.or(p32, id >> 5, 1 << (id & 31)); // the JS fast path's edge
+      expect([own.pending(), pending.has(id), pending.ids()]).toEqual([1, true, [id]]);
+      expect(own.ack()).toBe(1);
+      expect([...p32]).toEqual([0, 0, 0, 0]);
+      expect(own.claim()).toBe(0);
+      expect([...p32]).toEqual(only(id));
+      pending.clear(id);
+      expect(own.pending()).toBe(0);
+      pending.set(id);
+      expect([...p32]).toEqual(only(id));
+      expect(own.ack()).toBe(1);
+      own.close();
+    }
+
+    const sender = res.track(new native.Doorbell(nativeMappingOf(shm), { self: 0, ...options }));
+    const ev = res.track(new EventFd());
+    for (let id = 1; id < 128; id++) sender.setPeer(id, [ev.fd]);
+    for (let id = 1; id < 128; id++) {
+      expect(sender.ring(id)).toBe(1);
+      expect([...p32]).toEqual(only(id));
+      expect(sender.ring(id)).toBe(0);
+      pending.clear(id);
+    }
+    expect(ev.drain()).toBe(127);
+    expect(sender.broadcast()).toBe(127);
+    expect([...p32]).toEqual([~1, -1, -1, -1]);
+    expect(pending.ids()).toEqual(Array.from({ length: 127 }, (_, i) => i + 1));
+    expect(sender.broadcast()).toBe(0);
+    expect(ev.drain()).toBe(127);
+    expect(outside()).toEqual(before);
+  });
+});
+
+// Hardware watchpoints through perf (perf_event breakpoints): available on most Linux hosts
+// and VMs; where they are not, this one test cannot look.
+const perf = findOnPath('perf');
+const watchpoints =
+  perf !== null && /^0,,mem:0x1000/m.test(spawnSync(perf, ['stat', '-x', ',', '-e', 'mem:0x1000/4:rw:u', 'true'], { encoding: 'utf8', timeout: 20_000 }).stderr ?? '');
+if (!watchpoints) console.log('[bit-width] perf with hardware breakpoints (mem: events) is not usable here: the watchpoint test is skipped');
+
+describe('access width, seen by a hardware watchpoint', () => {
+  it.skipIf(!watchpoints)('no native or server operation on bits 1..3 touches bits 32..63 of the same 64-bit word', async () => {
+    const worker = JsonChild.fixture('doorbell/bit-width.mjs', {}, 'bit-width');
+    const ready = await worker.next('ready');
+    const upper = String(ready.upper);
+    const lower = String(ready.lower);
+    const watch = new JsonChild(perf!, ['stat', '-I', '100', '-x', ',', '-e', `mem:${lower}/4:rw:u,mem:${upper}/4:rw:u`, '-p', String(ready.pid)], {
+      name: 'perf stat',
+    });
+    // perf -I prints "time,count,unit,event,..." per event per interval, on stderr.
+    const counts = (): { intervals: number; lower: number; upper: number } => {
+      let intervals = 0;
+      let low = 0;
+      let up = 0;
+      for (const line of watch.stderr.split('\n')) {
+        const [, count, , event] = line.split(',');
+        const n = Number(count);
+        if (event === undefined || !Number.isFinite(n)) continue;
+        if (event.includes(lower)) {
+          low += n;
+          if (n > 0) intervals++;
+        } else if (event.includes(upper)) {
+          up += n;
+        }
+      }
+      return { intervals, lower: low, upper: up };
+    };
+    await waitFor(() => counts().intervals >= 5, () => `5 intervals of perf counts of the watched word (perf said: ${watch.stderr.slice(-500)})`);
+    watch.signal('SIGINT');
+    await watch.exit();
+    worker.proc.stdin?.end();
+    expect(await worker.exit()).toEqual({ code: 0, signal: null });
+    const seen = counts();
+    expect(seen.lower).toBeGreaterThan(10_000); // the watchpoint saw the operations
+    expect(seen.upper).toBe(0);
+  });
+});
