@@ -7,7 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { Bench } from 'tinybench';
 import { BitmaskDevice, BitmaskDoorbell, EventFd, Peer, PeerServer } from '../lib/index.js';
-import { native } from '../lib/binding.js';
+import { native } from '../lib/sys/binding.js';
 import { uniqueSocketPath } from './paths.js';
 import type { MicroResult } from './types.js';
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The `ivshmem` command; its code is compiled from lib/cli/ into dist/.
-import { main } from '../dist/lib/cli/main.js';
+// The `ivshmem` command; its code is compiled from cli/ into dist/cli/.
+import { main } from '../dist/cli/main.js';
 
 main(process.argv).catch((error) => {
   process.stderr.write(`ivshmem: ${error?.message ?? error}\n`);

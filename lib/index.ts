@@ -1,10 +1,10 @@
-export * from './errors.js';
-export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals } from './shared-memory.js';
-export { EventFd } from './eventfd.js';
-export { FdWatcher, type FdWatcherEvents } from './watcher.js';
-export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './unix-socket.js';
-export { closeFd } from './fd.js';
-export * from './protocol.js';
+export * from './core/errors.js';
+export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals } from './sys/shared-memory.js';
+export { EventFd } from './sys/eventfd.js';
+export { FdWatcher, type FdWatcherEvents } from './sys/watcher.js';
+export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './sys/unix-socket.js';
+export { closeFd } from './sys/fd.js';
+export * from './protocol/wire.js';
 export {
   PeerServer,
   DEFAULT_SOCKET_PATH,
@@ -16,11 +16,11 @@ export {
   type PeerServerEvents,
   type PeerInfo,
   type LeaveReason,
-} from './server.js';
-export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './peer.js';
-export { BitmaskDoorbell, type ReceiveOptions } from './bitmask-doorbell.js';
-export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './header.js';
-export type { DoorbellCounters } from './binding.js';
+} from './network/server.js';
+export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './network/peer.js';
+export { BitmaskDoorbell, type ReceiveOptions } from './doorbell/bitmask-doorbell.js';
+export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './protocol/header.js';
+export type { DoorbellCounters } from './sys/binding.js';
 export * from './devices/index.js';
 export {
   ChannelProducer,
@@ -38,4 +38,4 @@ export {
   type FanInLayout,
   type ProducerEvents,
   type ConsumerEvents,
-} from './channel.js';
+} from './channel/channel.js';

@@ -5,11 +5,11 @@
  * and re-checks. Two accountings of the clear: a plain shared-memory write (free), or a
  * write-1-to-clear register (one trap of PendingClear), as the seed's hardware variant.
  */
-import { BitmaskDoorbell, type ReceiveOptions } from '../bitmask-doorbell.js';
-import type { Peer } from '../peer.js';
+import { BitmaskDoorbell, type ReceiveOptions } from '../doorbell/bitmask-doorbell.js';
+import type { Peer } from '../network/peer.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
-import * as check from '../validate.js';
+import * as check from '../core/validate.js';
 
 export const BITMASK_REGISTERS = {
   IVPosition: { offset: 0x08, width: 32, access: 'r' },

@@ -3,8 +3,8 @@
  * interrupt subscription, and an idempotent close.
  */
 import { EventEmitter } from 'node:events';
-import { ClosedError } from '../errors.js';
-import type { Peer } from '../peer.js';
+import { ClosedError } from '../core/errors.js';
+import type { Peer } from '../network/peer.js';
 import { InterceptCounter, type DesignName, type DeviceStats, type RegisterMap } from './registers.js';
 
 // Event maps as node:events types them (listener argument tuples by event name).

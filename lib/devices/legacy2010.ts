@@ -8,12 +8,12 @@
  * The IntrStatus of every peer lives in a small table in the shared memory (it is the state a
  * sender's device would write into the receiver's device); by default the last 512 bytes.
  */
-import { UNKNOWN_PEER } from '../binding.js';
-import type { Peer } from '../peer.js';
+import { UNKNOWN_PEER } from '../sys/binding.js';
+import type { Peer } from '../network/peer.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
-import * as check from '../validate.js';
-import { lowBuffer } from '../shared-memory.js';
+import * as check from '../core/validate.js';
+import { lowBuffer } from '../sys/shared-memory.js';
 
 export const LEGACY2010_REGISTERS = {
   IntrMask: { offset: 0, width: 16, access: 'rw' },

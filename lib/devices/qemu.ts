@@ -5,10 +5,10 @@
  * vectors ignored). Interrupts are MSI-X vectors, one eventfd each; QEMU drains an eventfd
  * and injects once, so rings that arrive together coalesce into one injection.
  */
-import type { Peer } from '../peer.js';
+import type { Peer } from '../network/peer.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
-import * as check from '../validate.js';
+import * as check from '../core/validate.js';
 
 export const QEMU_REGISTERS = {
   IntrMask: { offset: 0x00, width: 32, access: 'rw' },

@@ -4,8 +4,8 @@
  * register; every interrupt delivered into the peer is an injection; kernel crossings come
  * from the native counters).
  */
-import type { DoorbellCounters } from '../binding.js';
-import type { Peer } from '../peer.js';
+import type { DoorbellCounters } from '../sys/binding.js';
+import type { Peer } from '../network/peer.js';
 
 export type Access = 'r' | 'w' | 'rw';
 export interface RegisterDef {

@@ -1,7 +1,7 @@
 /**
  * `ivshmem bench` as a command: flags, exit statuses, where the files go, what goes to stdout
  * and to stderr. Runs the compiled benchCommand() through test/fixtures/bench/cli.mjs (the
- * same program bin/ivshmem.js runs once lib/cli/main.ts registers the command).
+ * same program bin/ivshmem.js runs once cli/main.ts registers the command).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';

@@ -16,7 +16,7 @@
  *   inside the ring's data, within what was published — never anything else.
  * - Argument checks: roles (RangeError), capacity (RangeError), fit (RangeError), offsets;
  *   waitForChannel → TimeoutError when nothing appears, the info when something does.
- * - Regressions (the block at the end): bugs found in lib/channel.ts by these tests, now fixed.
+ * - Regressions (the block at the end): bugs found in lib/channel/channel.ts by these tests, now fixed.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -455,7 +455,7 @@ describe('argument and role checks', () => {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('regressions: bugs found and fixed in lib/channel.ts', () => {
+describe('regressions: bugs found and fixed in lib/channel/channel.ts', () => {
   it('trySendBatch() that throws on an oversized message: its earlier messages are either sent or not, not later', async () => {
     const { server, a, b } = await twoPeers('batch-err');
     const offset = server.dataOffset;

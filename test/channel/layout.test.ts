@@ -1,5 +1,5 @@
 /**
- * lib/channel-layout.ts on plain memory: the constants against docs/channel.md, recordSize,
+ * lib/protocol/channel-layout.ts on plain memory: the constants against docs/channel.md, recordSize,
  * maxMessage, channelBytes, checkCapacity, and writeChannelHeader/readChannelHeader — the round
  * trip and every validation branch (RangeError for where a header is asked to be, CorruptError
  * for what is found there).
@@ -18,7 +18,7 @@ import {
   readChannelHeader,
   recordSize,
   writeChannelHeader,
-} from '../../lib/channel-layout.js';
+} from '../../lib/protocol/channel-layout.js';
 import { CorruptError, ErrorCodes } from '../../lib/index.js';
 
 const POWERS = Array.from({ length: 25 }, (_, i) => 2 ** (i + 6)); // 64 … 2^30

@@ -149,7 +149,7 @@ describe('ivshmem server', () => {
 
   // The second server's liveness probe connects and closes at once. SIGSTOP makes sure the first
   // server only accepts it after it is closed, so its greeting fails (EPIPE) mid-admission; that
-  // once crashed lib/server.ts (fixed in 5a9f3b6).
+  // once crashed lib/network/server.ts (fixed in 5a9f3b6).
   it('the live server keeps serving after a second server probed it', async () => {
     const socket = scratch.socket();
     const first = await startServer(socket);
@@ -163,7 +163,7 @@ describe('ivshmem server', () => {
   });
 
   // A client that closes its socket with messages unread makes the kernel reset the server's end
-  // (ECONNRESET -> EPOLLERR, reported by libuv as a poll error); that once crashed lib/server.ts
+  // (ECONNRESET -> EPOLLERR, reported by libuv as a poll error); that once crashed lib/network/server.ts
   // (fixed in 5a9f3b6). A is stopped so that it cannot read B's vectors, then killed.
   it('survives a peer that dies with messages unread', async () => {
     const socket = scratch.socket();

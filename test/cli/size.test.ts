@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatSize, parseSize } from '../../lib/cli/size.js';
+import { formatSize, parseSize } from '../../cli/size.js';
 
 describe('parseSize', () => {
   it.each([

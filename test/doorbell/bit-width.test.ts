@@ -7,9 +7,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { native } from '../../lib/binding.js';
-import { BitWords, headerLayout, writeHeader } from '../../lib/header.js';
-import { nativeMappingOf } from '../../lib/shared-memory.js';
+import { native } from '../../lib/sys/binding.js';
+import { BitWords, headerLayout, writeHeader } from '../../lib/protocol/header.js';
+import { nativeMappingOf } from '../../lib/sys/shared-memory.js';
 import { EventFd, SharedMemory } from '../../lib/index.js';
 import { JsonChild } from '../helpers/children.js';
 import { findOnPath, isCi } from '../helpers/env.js';

@@ -5,9 +5,9 @@
  */
 import { closeSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { native, UNKNOWN_PEER } from '../../lib/binding.js';
-import { headerLayout, writeHeader } from '../../lib/header.js';
-import { nativeMappingOf } from '../../lib/shared-memory.js';
+import { native, UNKNOWN_PEER } from '../../lib/sys/binding.js';
+import { headerLayout, writeHeader } from '../../lib/protocol/header.js';
+import { nativeMappingOf } from '../../lib/sys/shared-memory.js';
 import { BitmaskDoorbell, EventFd, SharedMemory } from '../../lib/index.js';
 import { waitFor } from '../helpers/wait.js';
 import { pendingBit, useResources } from './helpers.js';

@@ -1,0 +1,197 @@
+/**
+ * `ivshmem server`: QEMU's ivshmem-server with the same flags, run in the foreground.
+ *
+ * stdout carries one line per event, for people and for scripts: first `listening on PATH`
+ * (once clients can connect), then `peer N joined` and `peer N left (REASON)`. Everything
+ * else (size rounding, and with -v refused peers, warnings and the configuration) goes to stderr.
+ */
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_MAX_PEERS, DEFAULT_SIZE, DEFAULT_SOCKET_PATH, MAX_SERVER_VECTORS, PeerServer } from '../lib/network/server.js';
+import { normalizeShmName } from '../lib/sys/shared-memory.js';
+import { MAX_PEER_ID } from '../lib/protocol/wire.js';
+import {
+  CliError,
+  ignoreClosedOutput,
+  integerArg,
+  messageOf,
+  octalModeArg,
+  printError,
+  printLine,
+  subcommand,
+} from './common.js';
+import { formatSize, sizeArg } from './size.js';
+
+/** The largest size PeerServer accepts. */
+const MAX_SIZE = 2 ** 40;
+
+interface ServerFlags {
+  socket: string;
+  shm?: string;
+  size: number;
+  vectors: number;
+  maxPeers: number;
+  mode: number;
+  pidFile?: string;
+  bitmask?: boolean;
+  foreground?: boolean;
+  verbose?: boolean;
+}
+
+function shmNameArg(value: string): string {
+  try {
+    normalizeShmName(value);
+  } catch (error) {
+    const message = messageOf(error);
+    throw new InvalidArgumentError(`${message.charAt(0).toUpperCase()}${message.slice(1)}.`);
+  }
+  return value;
+}
+
+function unsupportedShmDir(): never {
+  throw new InvalidArgumentError(
+    'File-backed shared memory in a directory is not supported: use -M NAME for a POSIX shm object (/dev/shm/NAME), or neither for an anonymous memfd.',
+  );
+}
+
+export function addServerCommand(program: Command): Command {
+  return subcommand(program, 'server')
+    .description("run an ivshmem server (QEMU's ivshmem-server protocol and flags) in the foreground")
+    .addOption(new Option('-S, --socket <path>', 'UNIX socket to listen on').default(DEFAULT_SOCKET_PATH))
+    .addOption(
+      new Option(
+        '-M, --shm <name>',
+        'name of a POSIX shared-memory object to create (/dev/shm/NAME, removed on exit); without it, an anonymous memfd',
+      ).argParser(shmNameArg),
+    )
+    .addOption(
+      new Option(
+        '-m, --shm-dir <dir>',
+        "QEMU's file-backed memory in a directory: not supported (use -M, or nothing for a memfd)",
+      ).argParser(unsupportedShmDir),
+    )
+    .addOption(
+      new Option(
+        '-l, --size <size>',
+        'shared-memory size in bytes; K, M, G suffixes are binary (1K = 1024); rounded up to a power of two (at least 4K), as QEMU requires',
+      )
+        .argParser(sizeArg(1, MAX_SIZE))
+        .default(DEFAULT_SIZE, formatSize(DEFAULT_SIZE)),
+    )
+    .addOption(
+      new Option('-n, --vectors <n>', `interrupt vectors per peer, 1 to ${MAX_SERVER_VECTORS}`)
+        .argParser(integerArg(1, MAX_SERVER_VECTORS))
+        .default(1),
+    )
+    .addOption(
+      new Option('--max-peers <n>', 'peers served at once; a client beyond that is disconnected at once')
+        .argParser(integerArg(1, MAX_PEER_ID + 1))
+        .default(DEFAULT_MAX_PEERS),
+    )
+    .addOption(
+      new Option('--mode <octal>', 'permission bits of the socket file').argParser(octalModeArg).default(0o600, '600'),
+    )
+    .addOption(
+      new Option(
+        '--bitmask',
+        'lay out the bitmask header (docs/header.md) for BitmaskDoorbell and channel peers; peer IDs then stay below --max-peers rounded up to 64',
+      ),
+    )
+    .addOption(new Option('-p, --pid-file <path>', 'write the process ID to this file once listening; removed on exit'))
+    .addOption(
+      new Option('-F, --foreground', 'accepted for compatibility with QEMU: this server always runs in the foreground'),
+    )
+    .addOption(new Option('-v, --verbose', 'also report refused peers, warnings and the configuration on stderr'))
+    .addHelpText(
+      'after',
+      `
+Output:
+  stdout: "listening on PATH" once clients can connect, then "peer N joined" and
+  "peer N left (REASON)" per event, REASON being disconnected, send-failed,
+  not-reading (it left too much unread) or server-closed. stderr: a note when the size
+  was rounded up, and with -v refused peers (the maximum reached, or the server out of
+  file descriptors) and warnings (out of file descriptors: once, until a peer joins again).
+
+SIGINT or SIGTERM closes the server: the socket file, the named shm and the pid file are
+removed and the exit status is 0. Exit status 1: the server could not start (the socket is
+in use by a live server, the shm name exists, ...); 2: invalid command line.
+
+Example, with QEMU as a peer:
+  ivshmem server -S /tmp/ivshmem.sock -l 1M -n 2
+  qemu-system-x86_64 ... -chardev socket,id=ch0,path=/tmp/ivshmem.sock \\
+    -device ivshmem-doorbell,chardev=ch0,vectors=2`,
+    )
+    .action((flags: ServerFlags) => runServer(flags));
+}
+
+function runServer(flags: ServerFlags): void {
+  ignoreClosedOutput();
+  const pidFile = flags.pidFile;
+  let server: PeerServer | null = null;
+  // Handlers go in before the socket exists: a signal that arrived before them would kill the
+  // process outright and leave the socket file behind.
+  const shutdown = (): void => {
+    process.off('SIGINT', shutdown);
+    process.off('SIGTERM', shutdown);
+    // Closes every fd and removes the socket file and the named shm; announces the departures.
+    server?.close();
+    if (pidFile !== undefined) {
+      try {
+        unlinkSync(pidFile);
+      } catch {
+        // not written yet, or removed by someone else
+      }
+    }
+    // Nothing is left to keep the event loop alive: the process ends with status 0.
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+
+  try {
+    server = PeerServer.listen({
+      socketPath: flags.socket,
+      ...(flags.shm === undefined ? {} : { shmName: flags.shm }),
+      size: flags.size,
+      vectors: flags.vectors,
+      maxPeers: flags.maxPeers,
+      mode: flags.mode,
+      bitmask: flags.bitmask === true,
+      handleSignals: false,
+    });
+    if (pidFile !== undefined) {
+      try {
+        writeFileSync(pidFile, `${process.pid}\n`);
+      } catch (error) {
+        throw new Error(`cannot write the pid file: ${messageOf(error)}`);
+      }
+    }
+  } catch (error) {
+    server?.close();
+    process.off('SIGINT', shutdown);
+    process.off('SIGTERM', shutdown);
+    throw new CliError(messageOf(error));
+  }
+
+  server.on('peer-joined', (peer) => printLine(`peer ${peer.id} joined`));
+  server.on('peer-left', (peer, reason) => printLine(`peer ${peer.id} left (${reason})`));
+  server.on('peer-refused', (reason) => {
+    if (flags.verbose === true) printError(`refused a peer: ${reason}`);
+  });
+  server.on('warning', (error) => {
+    if (flags.verbose === true) printError(`warning: ${error.message}`);
+  });
+
+  // Clients can connect from here on; this line comes before any other output.
+  printLine(`listening on ${server.socketPath}`);
+  if (server.size !== server.requestedSize) {
+    printError(
+      `size ${server.requestedSize} rounded up to ${server.size} (${formatSize(server.size)}): QEMU requires a power of two${server.requestedSize < 4096 ? ', and the smallest size served is 4K' : ''}`,
+    );
+  }
+  if (flags.verbose === true) {
+    const shm = server.shm.name === null ? 'anonymous memfd' : `POSIX shm ${server.shm.name}`;
+    printError(
+      `shared memory: ${shm}, ${server.size} bytes; ${server.vectors} vector(s) per peer; at most ${server.maxPeers} peers; socket mode ${flags.mode.toString(8).padStart(3, '0')}${server.header === null ? '' : `; bitmask header, data from byte ${server.dataOffset}`}`,
+    );
+  }
+}

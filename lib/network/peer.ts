@@ -1,0 +1,418 @@
+/**
+ * Peer: one participant of an ivshmem network, the way QEMU's ivshmem-doorbell device and
+ * ivshmem-client are. Works against our PeerServer or QEMU's own ivshmem-server.
+ */
+import { EventEmitter, on } from 'node:events';
+import { EventFd } from '../sys/eventfd.js';
+import { ClosedError, RefusedError, TimeoutError } from '../core/errors.js';
+import { native, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from '../sys/binding.js';
+import { readHeader, type HeaderLayout } from '../protocol/header.js';
+import { ClientDecoder, decodeMessage, type ClientEvent } from '../protocol/wire.js';
+import { lowBuffer, nativeMappingOf, SharedMemory } from '../sys/shared-memory.js';
+import { UnixSocket } from '../sys/unix-socket.js';
+import { FdWatcher } from '../sys/watcher.js';
+import * as check from '../core/validate.js';
+
+export interface PeerOptions {
+  /**
+   * Own vectors to wait for before `connect()` resolves. Without it the connect sequence is
+   * taken as complete once own vectors have arrived and the socket has nothing more to read
+   * (servers send the whole sequence at once); own vectors arriving later are still added.
+   */
+  vectors?: number;
+  /** Give up connecting after this many ms (default 5000). */
+  timeout?: number;
+  /** Largest vector count accepted per peer (default 64, as QEMU's contrib server). */
+  maxVectors?: number;
+  /**
+   * Largest shared memory accepted from the server, in bytes (default DEFAULT_MAX_SIZE,
+   * 64 GiB). A larger region is refused with a TooLargeError before it is mapped: the server
+   * chooses the size, and a hostile one could hand over a sparse object of terabytes.
+   */
+  maxSize?: number;
+  /**
+   * Require the bitmask header (a server started with `bitmask: true`); connect() fails with
+   * a HeaderError if the shared memory has none, or another version.
+   */
+  bitmask?: boolean;
+}
+
+/** The default `maxSize` of `Peer.connect`: 64 GiB, beyond the largest BAR QEMU users map in practice. */
+export const DEFAULT_MAX_SIZE = 64 * 2 ** 30;
+
+export interface PeerEvents {
+  /** Own vector `vector` was rung (`count` rings coalesced since the last delivery). */
+  interrupt: [vector: number, count: number];
+  'peer-joined': [id: number];
+  'peer-left': [id: number];
+  /** The server went away. Known peers can still be rung; no joins or leaves will be seen. */
+  'server-lost': [error: Error | null];
+  close: [];
+}
+
+export class Peer extends EventEmitter<PeerEvents> implements Disposable {
+  #id = -1;
+  #shm: SharedMemory | null = null;
+  readonly #socket: UnixSocket;
+  readonly #socketWatcher: FdWatcher;
+  readonly #decoder: ClientDecoder<number>;
+  readonly #own: EventFd[] = [];
+  readonly #ownWatchers: FdWatcher[] = [];
+  readonly #others = new Map<number, EventFd[]>();
+  #connected = false;
+  #serverLost = false;
+  #closed = false;
+  #settle: ((error: Error | null) => void) | null = null;
+  readonly #expectedVectors: number | undefined;
+  readonly #bitmask: boolean;
+  readonly #maxSize: number;
+  #layout: HeaderLayout | null = null;
+  // Every eventfd write and read goes through here, so it is counted where it happens.
+  #doorbell: NativeDoorbell | null = null;
+
+  private constructor(socket: UnixSocket, options: PeerOptions) {
+    super();
+    this.#socket = socket;
+    this.#expectedVectors = options.vectors;
+    this.#bitmask = options.bitmask === true;
+    this.#maxSize = options.maxSize === undefined ? DEFAULT_MAX_SIZE : check.integer('maxSize', options.maxSize, 1);
+    this.#decoder = new ClientDecoder<number>(options.maxVectors === undefined ? {} : { maxVectors: options.maxVectors });
+    this.#socketWatcher = socket.watch();
+    this.#socketWatcher.on('readable', () => this.#readAll());
+    // A poll error (a reset socket): recvmsg tells what really happened (EOF, ECONNRESET).
+    this.#socketWatcher.on('error', (error) => {
+      this.#readAll();
+      this.#lose(error);
+    });
+  }
+
+  /** Connects, completes the connect sequence, and maps the shared memory. */
+  static async connect(socketPath: string, options: PeerOptions = {}): Promise<Peer> {
+    check.string('socketPath', socketPath);
+    if (options.vectors !== undefined) check.integer('vectors', options.vectors, 1, 1024);
+    const timeout = check.integer('timeout', options.timeout ?? 5000, 1);
+    const socket = UnixSocket.connect(socketPath);
+    let peer: Peer;
+    try {
+      peer = new Peer(socket, options);
+    } catch (error) {
+      socket.close(); // e.g. an invalid maxVectors: nothing else was made yet
+      throw error;
+    }
+    const done = new Promise<Error | null>((resolve) => {
+      peer.#settle = resolve;
+    });
+    const timer = setTimeout(
+      () => peer.#fail(new TimeoutError(`no complete connect sequence from ${socketPath} within ${timeout} ms`)),
+      timeout,
+    );
+    peer.#socketWatcher.start();
+    const error = await done;
+    clearTimeout(timer);
+    if (error !== null) {
+      peer.close();
+      throw error;
+    }
+    return peer;
+  }
+
+  /** Own peer ID, assigned by the server. */
+  get id(): number {
+    return this.#id;
+  }
+
+  /** The shared memory, mapped. */
+  get shm(): SharedMemory {
+    if (this.#shm === null || this.#closed) throw new ClosedError('Peer');
+    return this.#shm;
+  }
+
+  /** Own interrupt vectors. */
+  get vectors(): number {
+    return this.#own.length;
+  }
+
+  get serverLost(): boolean {
+    return this.#serverLost;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Other known peers and their vector counts, in the order the server announced them. */
+  peers(): { id: number; vectors: number }[] {
+    return [...this.#others].map(([id, fds]) => ({ id, vectors: fds.length }));
+  }
+
+  /** Vectors of peer `id` (own ID included); 0 if unknown. */
+  vectorsOf(id: number): number {
+    if (id === this.#id) return this.#own.length;
+    return this.#others.get(id)?.length ?? 0;
+  }
+
+  /**
+   * Resolves once peer `id` is known (its eventfds have arrived): joins are announced by the
+   * server asynchronously, so a peer that just connected elsewhere may not be known yet.
+   * Rejects with a TimeoutError after `timeout` ms (default 5000), or ClosedError on close.
+   */
+  waitForPeer(id: number, timeout = 5000): Promise<void> {
+    check.integer('id', id, 0, 65535);
+    check.integer('timeout', timeout, 0);
+    if (this.#closed) return Promise.reject(new ClosedError('Peer'));
+    if (this.vectorsOf(id) > 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: Error): void => {
+        clearTimeout(timer);
+        this.off('peer-joined', onJoined);
+        this.off('close', onClose);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const onJoined = (joined: number): void => {
+        if (joined === id) done();
+      };
+      const onClose = (): void => done(new ClosedError('Peer'));
+      const timer = setTimeout(() => done(new TimeoutError(`peer ${id} did not join within ${timeout} ms`)), timeout);
+      this.on('peer-joined', onJoined);
+      this.on('close', onClose);
+    });
+  }
+
+  /**
+   * Rings `peer` on `vector` (its eventfd for that vector). Ringing oneself is allowed.
+   * RangeError for a peer or vector this peer does not know.
+   */
+  ring(peer: number, vector = 0): void {
+    if (this.#closed) throw new ClosedError('Peer');
+    check.integer('peer', peer, 0, 65535);
+    check.integer('vector', vector, 0, 65535);
+    if (this.#doorbell!.signal(peer, vector) === UNKNOWN_PEER) {
+      const known = this.vectorsOf(peer);
+      throw new RangeError(
+        known === 0 && peer !== this.#id
+          ? `peer ${peer} is not known to peer ${this.#id}`
+          : `peer ${peer} has no vector ${vector} (it has ${known})`,
+      );
+    }
+  }
+
+  /** The bitmask header's layout (only for a peer connected with `bitmask: true`). */
+  get header(): HeaderLayout {
+    if (this.#layout === null) throw new RangeError('this peer was not connected with bitmask: true');
+    return this.#layout;
+  }
+
+  /** @internal The native doorbell of this peer, for the bitmask API and the device models. */
+  get nativeDoorbell(): NativeDoorbell {
+    if (this.#closed || this.#doorbell === null) throw new ClosedError('Peer');
+    return this.#doorbell;
+  }
+
+  /** Kernel crossings and doorbell events counted natively since connect (or the last reset). */
+  counters(): DoorbellCounters {
+    return this.nativeDoorbell.counters();
+  }
+
+  resetCounters(): void {
+    this.nativeDoorbell.resetCounters();
+  }
+
+  /** The eventfd that rings `peer` on `vector`, for the doorbell hot path; undefined if unknown. */
+  eventFdOf(peer: number, vector = 0): EventFd | undefined {
+    return (peer === this.#id ? this.#own : this.#others.get(peer))?.[vector];
+  }
+
+  /** Interrupts as an async iterator: `{ vector, count }`, optionally of one vector only. Ends on close. */
+  async *interrupts(vector?: number): AsyncGenerator<{ vector: number; count: number }, void, undefined> {
+    if (vector !== undefined) check.integer('vector', vector, 0, 65535);
+    const controller = new AbortController();
+    const onClose = (): void => controller.abort();
+    this.once('close', onClose);
+    try {
+      for await (const [v, count] of on(this, 'interrupt', { signal: controller.signal }) as AsyncIterable<[number, number]>) {
+        if (vector === undefined || v === vector) yield { vector: v, count };
+      }
+    } catch (error) {
+      if (!controller.signal.aborted) throw error;
+    } finally {
+      this.off('close', onClose);
+    }
+  }
+
+  /** Leaves the network: closes the socket, the watchers, every eventfd and the mapping. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socketWatcher.close();
+    this.#socket.close();
+    for (const w of this.#ownWatchers) w.close();
+    for (const e of this.#own) e.close();
+    for (const fds of this.#others.values()) for (const e of fds) e.close();
+    this.#others.clear();
+    this.#doorbell?.close();
+    this.#shm?.close();
+    this.#settle?.(new ClosedError('Peer'));
+    this.#settle = null;
+    this.emit('close');
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #readAll(): void {
+    for (;;) {
+      if (this.#closed || this.#serverLost) return;
+      let received;
+      try {
+        received = this.#socket.recv();
+      } catch (error) {
+        this.#lose(error as Error);
+        return;
+      }
+      if (received.kind === 'again') {
+        // The server sends the whole sequence at once: nothing more to read means it is done.
+        if (!this.#connected && this.#expectedVectors === undefined && this.#own.length > 0) this.#ready();
+        return;
+      }
+      if (received.kind === 'eof') {
+        if (!this.#decoder.helloDone && received.partial === 0) {
+          // Closed before the first message: how a full server turns a client away.
+          this.#lose(null);
+          return;
+        }
+        try {
+          this.#decoder.end(received.partial);
+          this.#lose(null);
+        } catch (error) {
+          this.#lose(error as Error);
+        }
+        return;
+      }
+      let event: ClientEvent<number> | null;
+      try {
+        event = this.#decoder.push(decodeMessage(received.data), received.fd);
+      } catch (error) {
+        if (received.fd !== null) native.closeFd(received.fd);
+        this.#lose(error as Error);
+        return;
+      }
+      if (event === null) continue;
+      const wasConnected = this.#connected;
+      let tell: (() => void) | null;
+      try {
+        tell = this.#apply(event);
+      } catch (error) {
+        // e.g. the shm fd cannot be mapped, or an fd is not an eventfd: the server is broken.
+        this.#lose(error as Error);
+        return;
+      }
+      tell?.();
+      // Just connected: let connect()'s caller attach listeners before later messages become
+      // events (the watcher is level-triggered, so they are read on the next turn).
+      if (!wasConnected && this.#connected) return;
+    }
+  }
+
+  /**
+   * Applies one event to the peer's state. What it should tell listeners comes back as a
+   * function to call outside the caller's try: a throwing listener is the application's error
+   * (an uncaught exception, as from any emitter), not a broken server.
+   */
+  #apply(event: ClientEvent<number>): (() => void) | null {
+    switch (event.type) {
+      case 'hello': {
+        this.#id = event.id;
+        this.#shm = SharedMemory.fromFd(event.shm, { maxSize: this.#maxSize });
+        if (this.#bitmask) {
+          this.#layout = readHeader(lowBuffer(this.#shm));
+          if (event.id >= this.#layout.maxPeers) {
+            throw new RangeError(`peer ID ${event.id} is beyond the header's ${this.#layout.maxPeers} bits`);
+          }
+        }
+        const layout = this.#layout;
+        this.#doorbell = new native.Doorbell(nativeMappingOf(this.#shm), {
+          self: event.id,
+          ...(layout === null
+            ? {}
+            : { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset }),
+        });
+        return null;
+      }
+      case 'vector': {
+        const eventfd = EventFd.adopt(event.fd);
+        if (event.own) {
+          this.#own.push(eventfd);
+          this.#doorbell!.setOwn(this.#own.map((e) => e.fd));
+          this.#watchOwn(event.vector, eventfd);
+          if (!this.#connected && this.#own.length === this.#expectedVectors) this.#ready();
+          return null;
+        }
+        let fds = this.#others.get(event.peer);
+        if (fds === undefined) {
+          fds = [];
+          this.#others.set(event.peer, fds);
+        }
+        fds.push(eventfd);
+        this.#doorbell!.setPeer(event.peer, fds.map((e) => e.fd));
+        // A peer joining after we connected is announced once its first vector arrives.
+        const peer = event.peer;
+        return this.#connected && event.vector === 0 ? () => this.emit('peer-joined', peer) : null;
+      }
+      case 'peer-left': {
+        const fds = this.#others.get(event.peer) ?? [];
+        this.#others.delete(event.peer);
+        this.#doorbell!.removePeer(event.peer);
+        for (const e of fds) e.close();
+        const peer = event.peer;
+        return this.#connected ? () => this.emit('peer-left', peer) : null;
+      }
+    }
+  }
+
+  #watchOwn(vector: number, eventfd: EventFd): void {
+    const watcher = new FdWatcher(eventfd.fd);
+    watcher.on('readable', () => {
+      if (this.#closed) return;
+      // Drain first (counted natively), then deliver; a level-triggered poll would spin otherwise.
+      const count = this.#doorbell!.wake(vector);
+      if (count > 0) this.emit('interrupt', vector, count);
+    });
+    watcher.start();
+    this.#ownWatchers.push(watcher);
+  }
+
+  #ready(): void {
+    this.#connected = true;
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(null);
+  }
+
+  #fail(error: Error): void {
+    const settle = this.#settle;
+    this.#settle = null;
+    settle?.(error);
+  }
+
+  /** The server is gone (EOF or a protocol error). Before the sequence completed that is a failure. */
+  #lose(error: Error | null): void {
+    if (this.#serverLost) return;
+    this.#socketWatcher.close();
+    if (!this.#connected) {
+      this.#fail(
+        error ??
+          new RefusedError(
+            this.#decoder.helloDone
+              ? 'the server closed the connection during the connect sequence'
+              : 'the server closed the connection before the connect sequence (full, or not an ivshmem server)',
+          ),
+      );
+      return;
+    }
+    this.#serverLost = true;
+    this.emit('server-lost', error);
+  }
+}
+

@@ -1,0 +1,231 @@
+/**
+ * Loads the native addon and describes it. This file is the one place where the native
+ * module's untyped surface meets TypeScript: everything past it is typed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LoadError } from '../core/errors.js';
+
+export interface NativeMapping {
+  /** The whole mapping as one external ArrayBuffer; null once closed, or when longer than the maxBuffer it was made with. */
+  readonly buffer: ArrayBuffer | null;
+  /** A new external ArrayBuffer over [offset, offset + length); detached at close like the whole one. */
+  window(offset: number, length: number): ArrayBuffer;
+  readonly fd: number;
+  readonly size: number;
+  readonly closed: boolean;
+  /** Detaches the buffer (views become length 0), unmaps, closes the fd. Idempotent. */
+  close(): void;
+}
+
+export interface NativeEventFd {
+  signal(count?: number): void;
+  drain(): number;
+  readonly fd: number;
+  close(): void;
+}
+
+export interface NativeWatcher {
+  /** events: 1 readable (default), 2 writable, 3 both. */
+  start(events?: number): void;
+  stop(): void;
+  ref(): void;
+  unref(): void;
+  hasRef(): boolean;
+  readonly active: boolean;
+  readonly closed: boolean;
+  close(): void;
+}
+
+export interface NativeSocket {
+  accept(): NativeSocket | null;
+  send(bytes: Uint8Array, fd?: number): boolean;
+  /** Returns the fd received with the message, or NO_FD, AGAIN, EOF. */
+  recv(out: Uint8Array): number;
+  shutdown(): void;
+  /** SO_SNDBUF. */
+  setSendBuffer(bytes: number): void;
+  readonly fd: number;
+  /** Bytes of an unfinished message received so far. */
+  readonly pending: number;
+  close(): void;
+}
+
+export interface DoorbellCounters {
+  rings: number;
+  suppressed: number;
+  signals: number;
+  eventfdWrites: number;
+  eventfdReads: number;
+  wakeups: number;
+  spurious: number;
+  interrupts: number;
+  acks: number;
+}
+
+export interface DoorbellOptions {
+  self: number;
+  /** Bitmask mode when > 0: 64-bit words of pending and live bits at these byte offsets. */
+  words?: number;
+  pendingOffset?: number;
+  liveOffset?: number;
+}
+
+/** Positions of the counters in `NativeDoorbell.countersBuffer` (a Float64Array view). */
+export const COUNTER_INDEX = {
+  rings: 0,
+  suppressed: 1,
+  signals: 2,
+  eventfdWrites: 3,
+  eventfdReads: 4,
+  wakeups: 5,
+  spurious: 6,
+  interrupts: 7,
+  acks: 8,
+} as const satisfies Record<keyof DoorbellCounters, number>;
+
+/** Return codes of the hot functions besides 0 and 1. */
+export const UNKNOWN_PEER = -1;
+export const NO_BITMASK = -2;
+
+export interface NativeDoorbell {
+  setPeer(id: number, fds: number[]): void;
+  removePeer(id: number): void;
+  setOwn(fds: number[]): void;
+  counters(): DoorbellCounters;
+  resetCounters(): void;
+  close(): void;
+  /** 1 made the 0->1 edge and signalled, 0 suppressed, UNKNOWN_PEER, NO_BITMASK. */
+  readonly ring: (dest: number) => number;
+  /** The signalling half of a ring whose 0->1 edge the caller made: 1, or UNKNOWN_PEER. */
+  readonly edge: (dest: number) => number;
+  /** The counters (doubles, COUNTER_INDEX order) in native memory. */
+  readonly countersBuffer: ArrayBuffer;
+  /** Peers signalled. */
+  readonly broadcast: () => number;
+  /** Plain eventfd write to (dest, vector): 1, or UNKNOWN_PEER. */
+  readonly signal: (dest: number, vector?: number) => number;
+  /** Clears the own pending bit: 1 if it was set. */
+  readonly ack: () => number;
+  /** Sets the own pending bit without signalling: 1 if it was already set. */
+  readonly claim: () => number;
+  readonly pending: () => number;
+  /** Drains own eventfd `vector`: the count (0 = spurious wakeup). */
+  readonly wake: (vector?: number) => number;
+}
+
+export interface NativeBinding {
+  shmOpen(name: string, oflag: number, mode: number): number;
+  shmUnlink(name: string): void;
+  memfdCreate(name: string): number;
+  /** fstat size and F_GET_SEALS of an fd (seals -1 where the object cannot carry seals). */
+  fdStat(fd: number): { size: number; seals: number };
+  addSeals(fd: number, seals: number): void;
+  /** ftruncate up to `size` if the object is smaller (never down); returns the size it had. */
+  growFd(fd: number, size: number): number;
+  closeFd(fd: number): void;
+  dupFd(fd: number): number;
+  /** An fd on /dev/null (O_RDONLY, O_CLOEXEC), the caller's to close. */
+  openSpareFd(): number;
+  /** Count of native resources not yet released in this environment (for leak tests). */
+  liveResources(): number;
+  readonly constants: {
+    readonly O_RDWR: number;
+    readonly O_CREAT: number;
+    readonly O_EXCL: number;
+    readonly F_SEAL_SEAL: number;
+    readonly F_SEAL_SHRINK: number;
+    readonly F_SEAL_GROW: number;
+    readonly F_SEAL_WRITE: number;
+    readonly F_SEAL_FUTURE_WRITE: number;
+  };
+  readonly Mapping: new (fd: number, size: number, maxBuffer: number) => NativeMapping;
+  readonly EventFd: new (fd?: number) => NativeEventFd;
+  readonly Watcher: new (fd: number, callback: (status: number, events: number) => void) => NativeWatcher;
+  readonly Doorbell: new (mapping: NativeMapping, options: DoorbellOptions) => NativeDoorbell;
+  readonly Socket: {
+    listen(path: string, mode: number, backlog: number): NativeSocket;
+    connect(path: string): NativeSocket;
+    readonly AGAIN: number;
+    readonly EOF: number;
+    readonly NO_FD: number;
+  };
+}
+
+/** The package root: the nearest folder above this file with the addon's binding.gyp. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new LoadError('cannot find the ivshmem package root (no binding.gyp above lib/)');
+    dir = parent;
+  }
+}
+
+function minimumNode(root: string): string | null {
+  try {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+    return pkg.engines?.node ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Why loading failed, each with what to do about it (after sharp's lib/sharp.mjs). */
+function explain(root: string, cause: unknown): LoadError {
+  const causes: string[] = [];
+  const help: string[] = [];
+  if (process.platform !== 'linux') {
+    causes.push(`this is ${process.platform}; ivshmem needs Linux (POSIX shm, eventfd, SCM_RIGHTS)`);
+  }
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  if (major < 20 || (major === 20 && minor < 19)) {
+    causes.push(`Node ${process.versions.node} is older than ${minimumNode(root) ?? '>=20.19'}`);
+    help.push('Upgrade Node.js to 20.19 or later.');
+  }
+  const built = join(root, 'build', 'Release', 'ivshmem.node');
+  if (!existsSync(built)) {
+    causes.push(`the addon has not been built (${built} does not exist)`);
+    help.push(
+      'Build it: `npm rebuild ivshmem` (in this repository: `npm install` or `npm run build:native`).',
+      'Building needs a C++17 compiler (g++ or clang), make and python3: on Debian/Ubuntu `apt-get install -y build-essential python3`.',
+    );
+  } else {
+    causes.push(`the built addon ${built} failed to load: ${(cause as Error)?.message ?? String(cause)}`);
+    help.push(
+      'If Node was upgraded or the package was copied from another machine, rebuild it: `npm rebuild ivshmem`.',
+    );
+  }
+  if (process.versions.electron) {
+    causes.push('Electron\'s V8 sandbox refuses external ArrayBuffers, which shared memory needs');
+  }
+  const message = [
+    'Could not load the ivshmem native addon.',
+    'Possible causes:',
+    ...causes.map((c) => `- ${c}`),
+    'Possible solutions:',
+    ...help.map((h) => `- ${h}`),
+  ].join('\n');
+  return new LoadError(message, { cause });
+}
+
+function load(): NativeBinding {
+  const root = packageRoot();
+  const require = createRequire(import.meta.url);
+  // IVSHMEM_NATIVE names another build of the addon (e.g. the sanitizer build of
+  // `npm run build:cmake:asan`); otherwise node-gyp-build finds the prebuild or build/Release.
+  const override = process.env.IVSHMEM_NATIVE;
+  try {
+    if (override !== undefined && override !== '') return require(override) as NativeBinding;
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the one untyped boundary
+    return nodeGypBuild(root) as any as NativeBinding;
+  } catch (cause) {
+    throw explain(root, cause);
+  }
+}
+
+export const native: NativeBinding = load();

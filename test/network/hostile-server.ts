@@ -1,0 +1,40 @@
+/** A hostile ivshmem server for the peer-side tests of test/network/. */
+import { ftruncateSync } from 'node:fs';
+import { native } from '../../lib/sys/binding.js';
+import { EventFd, UnixSocket, encodeMessage, greeting, peerVectors } from '../../lib/index.js';
+import { uniqueSocketPath } from '../helpers/paths.js';
+
+/**
+ * Listens in this process and greets every client as peer 0 with `shmFd` (taken over: closed
+ * by the returned close) as the memory and one eventfd, as QEMU's server would; nothing more.
+ * The server holds one native socket per client it accepted.
+ */
+export function hostileServer(shmFd: number): { socketPath: string; close: () => void } {
+  const socketPath = uniqueSocketPath('hostile');
+  const listener = UnixSocket.listen(socketPath);
+  const eventfd = new EventFd();
+  const watcher = listener.watch();
+  const clients: UnixSocket[] = [];
+  watcher.on('readable', () => {
+    for (let client = listener.accept(); client !== null; client = listener.accept()) {
+      clients.push(client);
+      for (const m of [...greeting(0, shmFd), ...peerVectors(0, [eventfd.fd])]) client.send(encodeMessage(m.value), m.fd);
+    }
+  });
+  watcher.start();
+  const close = (): void => {
+    watcher.close();
+    for (const c of clients) c.close();
+    listener.close();
+    eventfd.close();
+    native.closeFd(shmFd);
+  };
+  return { socketPath, close };
+}
+
+/** A memfd of `size` bytes, sparse: no memory is used until touched. */
+export function sparseMemfd(size: number): number {
+  const fd = native.memfdCreate('hostile');
+  ftruncateSync(fd, size);
+  return fd;
+}
