@@ -9,7 +9,7 @@
         "native/eventfd.cc",
         "native/watcher.cc",
         "native/socket.cc",
-        "native/doorbell.cc"
+        "native/interrupt_table.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

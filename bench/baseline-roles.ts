@@ -11,7 +11,7 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
-import { ChannelConsumer, ChannelProducer, createChannel, type DoorbellCounters, type Peer } from '../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createChannel, type InterruptCounters, type Peer } from '../lib/index.js';
 import type { Clock } from './clock.js';
 import { nativeTotals } from './designs.js';
 import { Histogram } from './histogram.js';
@@ -134,7 +134,7 @@ async function channelProducer(spec: Extract<RoleSpec, { kind: 'channel-producer
   createChannel(peer, { offset: spec.offset, capacity: spec.capacity, producer: peer.id, consumer: spec.consumer });
   const producer = new ChannelProducer(peer, spec.offset);
   const message = new Uint8Array(spec.size).fill(0x5a);
-  let base: DoorbellCounters = peer.counters();
+  let base: InterruptCounters = peer.counters();
   return {
     arm(): void {
       base = peer.counters();
@@ -154,7 +154,7 @@ async function channelProducer(spec: Extract<RoleSpec, { kind: 'channel-producer
 
 async function channelConsumer(spec: Extract<RoleSpec, { kind: 'channel-consumer' }>, clock: Clock, peer: Peer): Promise<BaselineRole> {
   const consumer = new ChannelConsumer(peer, spec.offset);
-  let base: DoorbellCounters = peer.counters();
+  let base: InterruptCounters = peer.counters();
   let count = 0;
   let resolveDone!: (f: Finished) => void;
   let rejectDone!: (e: unknown) => void;

@@ -23,7 +23,7 @@ import {
   LEGACY_BROADCAST,
   QemuDevice,
   type DeviceStats,
-  type DoorbellCounters,
+  type InterruptCounters,
   type Peer,
 } from '../lib/index.js';
 import { countsSince } from '../lib/devices/registers.js';
@@ -219,7 +219,7 @@ class IvshmemAdapter implements DesignAdapter {
   readonly #peer: Peer;
   readonly #doorbell: BitmaskDoorbell;
   readonly #busyPollMicros: number;
-  #base: DoorbellCounters;
+  #base: InterruptCounters;
 
   constructor(peer: Peer, busyPollMicros: number) {
     this.name = busyPollMicros > 0 ? 'ivshmem-busypoll' : 'ivshmem';
@@ -259,6 +259,6 @@ class IvshmemAdapter implements DesignAdapter {
  * (a trap in a VM), each interrupt delivered one injection; the own bit's clear is a
  * shared-memory write (free).
  */
-export function nativeTotals(now: DoorbellCounters, base: DoorbellCounters): Totals {
+export function nativeTotals(now: InterruptCounters, base: InterruptCounters): Totals {
   return countsSince(now, base, now.signals - base.signals, now.interrupts - base.interrupts);
 }

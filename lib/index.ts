@@ -1,5 +1,5 @@
 export * from './core/errors.js';
-export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals } from './sys/shared-memory.js';
+export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals, type MemoryView } from './sys/shared-memory.js';
 export { EventFd } from './sys/eventfd.js';
 export { FdWatcher, type FdWatcherEvents } from './sys/watcher.js';
 export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './sys/unix-socket.js';
@@ -20,7 +20,8 @@ export {
 export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './network/peer.js';
 export { BitmaskDoorbell, type ReceiveOptions } from './doorbell/bitmask-doorbell.js';
 export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './protocol/header.js';
-export type { DoorbellCounters } from './sys/binding.js';
+export type { InterruptCounters, DoorbellCounters } from './sys/interrupt-table.js';
+export type { Endpoint, EndpointEvents, PendingBits, PeerVectors } from './endpoint/endpoint.js';
 export * from './devices/index.js';
 export {
   ChannelProducer,

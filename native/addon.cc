@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 
-#include "doorbell.h"
+#include "interrupt_table.h"
 #include "errors.h"
 #include "eventfd.h"
 #include "mapping.h"
@@ -107,7 +107,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EventFd::Init(env, exports, data);
   Watcher::Init(env, exports, data);
   Socket::Init(env, exports, data);
-  Doorbell::Init(env, exports, data);
+  InterruptTable::Init(env, exports, data);
   return exports;
 }
 

@@ -35,6 +35,24 @@ static bool IsEventFd(int fd) {
   return std::strcmp(link, "anon_inode:[eventfd]") == 0;
 }
 
+int AdoptEventFd(Napi::Env env, int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) ThrowSystemError(env, errno, "fcntl", FdDetail(fd));  // not open: not ours to close
+  if (!IsEventFd(fd)) {
+    close(fd);
+    ThrowSystemError(env, EINVAL, "eventfd", FdDetail(fd) + " is not an eventfd");
+  }
+  // Readers must never block the event loop. O_NONBLOCK lives on the open file description that
+  // the sender (QEMU, the server) shares with us; they set it too, so this changes nothing for them.
+  if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowSystemError(env, err, "fcntl", FdDetail(fd));
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
 EventFd::EventFd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventFd>(info), Resource(info.Env()) {
   Napi::Env env = info.Env();
   info.This().As<Napi::Object>().TypeTag(&kEventFdTag);
@@ -43,26 +61,7 @@ EventFd::EventFd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventFd>(inf
     if (fd_ < 0) ThrowSystemError(env, errno, "eventfd");
     return;
   }
-  fd_ = info[0].As<Napi::Number>().Int32Value();
-  int flags = fcntl(fd_, F_GETFL);
-  if (flags < 0) {
-    int err = errno;
-    fd_ = -1;  // not ours to close: it is not open
-    ThrowSystemError(env, err, "fcntl", FdDetail(info[0].As<Napi::Number>().Int32Value()));
-  }
-  if (!IsEventFd(fd_)) {
-    Release();
-    ThrowSystemError(env, EINVAL, "eventfd", FdDetail(info[0].As<Napi::Number>().Int32Value()) +
-                                                 " is not an eventfd");
-  }
-  // Readers must never block the event loop. O_NONBLOCK lives on the open file description that
-  // the sender (QEMU, the server) shares with us; they set it too, so this changes nothing for them.
-  if (!(flags & O_NONBLOCK) && fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0) {
-    int err = errno;
-    Release();
-    ThrowSystemError(env, err, "fcntl", FdDetail(info[0].As<Napi::Number>().Int32Value()));
-  }
-  fcntl(fd_, F_SETFD, FD_CLOEXEC);
+  fd_ = AdoptEventFd(env, info[0].As<Napi::Number>().Int32Value());
 }
 
 EventFd::~EventFd() { Release(); }

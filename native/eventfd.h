@@ -6,6 +6,10 @@
 
 namespace ivshmem {
 
+// Takes ownership of `fd`, which must be an open eventfd, and makes it non-blocking and
+// close-on-exec. Otherwise throws a system error, having closed `fd` if it was open.
+int AdoptEventFd(Napi::Env env, int fd);
+
 class EventFd : public Napi::ObjectWrap<EventFd>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);

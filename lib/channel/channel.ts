@@ -19,7 +19,7 @@ import {
   type ChannelInfo,
 } from '../protocol/channel-layout.js';
 import { ClosedError, CorruptError, PeerLeftError, TimeoutError } from '../core/errors.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 import { Reactor, type Source, type SourceState } from '../doorbell/reactor.js';
 import * as check from '../core/validate.js';
 import { lowBuffer } from '../sys/shared-memory.js';
@@ -39,7 +39,7 @@ export interface CreateChannelOptions {
  * Lays out an empty channel. Exactly one party creates it (before the producer sends), either
  * end or whoever sets up the memory; the ends then open it by offset.
  */
-export function createChannel(peer: Peer, options: CreateChannelOptions): ChannelInfo {
+export function createChannel(peer: Endpoint, options: CreateChannelOptions): ChannelInfo {
   const capacity = checkCapacity(options.capacity ?? 65536);
   const offset = check.integer('offset', options.offset, peer.header.dataOffset);
   const info = {
@@ -52,7 +52,7 @@ export function createChannel(peer: Peer, options: CreateChannelOptions): Channe
 }
 
 /** Waits until a channel exists at `offset` (created by the other side), polling. */
-export async function waitForChannel(peer: Peer, offset: number, timeout = 5000): Promise<ChannelInfo> {
+export async function waitForChannel(peer: Endpoint, offset: number, timeout = 5000): Promise<ChannelInfo> {
   const deadline = Date.now() + timeout;
   for (;;) {
     try {
@@ -76,7 +76,7 @@ class Ring {
   readonly max: number;
 
   constructor(
-    readonly peer: Peer,
+    readonly peer: Endpoint,
     readonly offset: number,
     readonly info: ChannelInfo,
   ) {
@@ -103,7 +103,7 @@ class Ring {
   }
 }
 
-function openRing(peer: Peer, offset: number, role: 'producer' | 'consumer'): Ring {
+function openRing(peer: Endpoint, offset: number, role: 'producer' | 'consumer'): Ring {
   check.integer('offset', offset, 0);
   const info = readChannelHeader(lowBuffer(peer.shm), offset);
   if (info[role] !== peer.id) {
@@ -155,7 +155,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   };
   readonly #onPeerClosed = (): void => this.#source.dispatch();
 
-  constructor(peer: Peer, offset: number) {
+  constructor(peer: Endpoint, offset: number) {
     super();
     this.#ring = openRing(peer, offset, 'producer');
     this.#reactor = Reactor.of(peer);
@@ -388,7 +388,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   };
 
   /** Opens the channels at `offsets` (all with this peer as consumer). */
-  constructor(peer: Peer, offsets: number | readonly number[]) {
+  constructor(peer: Endpoint, offsets: number | readonly number[]) {
     super();
     const list = typeof offsets === 'number' ? [offsets] : [...offsets];
     if (list.length === 0) throw new RangeError('at least one channel offset is needed');
@@ -567,7 +567,7 @@ export interface Duplex extends Disposable {
  * One channel per direction between this peer and `other`, at `offset` (lower ID → higher ID)
  * and right after it (higher → lower). The lower ID lays both out; the other side waits for them.
  */
-export async function openDuplex(peer: Peer, other: number, options: DuplexOptions): Promise<Duplex> {
+export async function openDuplex(peer: Endpoint, other: number, options: DuplexOptions): Promise<Duplex> {
   check.integer('other', other, 0, 65535);
   if (other === peer.id) throw new RangeError('a duplex channel needs another peer');
   const capacity = checkCapacity(options.capacity ?? 65536);
@@ -600,7 +600,7 @@ export interface FanInLayout {
 }
 
 /** Lays out one ring per producer for a fan-in; returns each producer's ring offset. */
-export function createFanIn(peer: Peer, layout: FanInLayout): number[] {
+export function createFanIn(peer: Endpoint, layout: FanInLayout): number[] {
   const capacity = checkCapacity(layout.capacity ?? 65536);
   return layout.producers.map((producer, i) => {
     const offset = layout.offset + i * channelBytes(capacity);

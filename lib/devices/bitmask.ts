@@ -6,7 +6,7 @@
  * write-1-to-clear register (one trap of PendingClear), as the seed's hardware variant.
  */
 import { BitmaskDoorbell, type ReceiveOptions } from '../doorbell/bitmask-doorbell.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../core/validate.js';
@@ -27,7 +27,7 @@ export class BitmaskDevice extends DeviceModel<BitmaskRegisters, Record<never, n
   readonly #doorbell: BitmaskDoorbell;
 
   /** Over a peer connected with `bitmask: true`. */
-  constructor(peer: Peer, options: BitmaskDeviceOptions = {}) {
+  constructor(peer: Endpoint, options: BitmaskDeviceOptions = {}) {
     const clear = options.clear ?? 'shm';
     if (clear !== 'shm' && clear !== 'register') throw new RangeError(`clear must be 'shm' or 'register', got ${String(clear)}`);
     super('bitmask', BITMASK_REGISTERS, peer);
@@ -79,7 +79,7 @@ export class BitmaskDevice extends DeviceModel<BitmaskRegisters, Record<never, n
       return;
     }
     this.counter.write('PendingClear');
-    if (value & 1) this.peer.nativeDoorbell.ack();
+    if (value & 1) this.peer.pendingBits.ack();
   }
 
   /**

@@ -1,17 +1,17 @@
 /**
- * What the three device models share: the peer they sit on, the intercept counter, the
- * interrupt subscription, and an idempotent close.
+ * What the three device models share: the peer they sit on (any Endpoint), the intercept
+ * counter, the interrupt subscription, and an idempotent close.
  */
 import { EventEmitter } from 'node:events';
 import { ClosedError } from '../core/errors.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 import { InterceptCounter, type DesignName, type DeviceStats, type RegisterMap } from './registers.js';
 
 // Event maps as node:events types them (listener argument tuples by event name).
 type EventMap<T> = Record<keyof T, unknown[]>;
 
 export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> extends EventEmitter<E> implements Disposable {
-  protected readonly peer: Peer;
+  protected readonly peer: Endpoint;
   protected readonly counter: InterceptCounter<M>;
   #closed = false;
   readonly #onInterrupt = (vector: number): void => {
@@ -20,7 +20,7 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
   // The device goes with its peer (and the memory its registers live in).
   readonly #onPeerClose = (): void => this.close();
 
-  constructor(design: DesignName, registers: M, peer: Peer) {
+  constructor(design: DesignName, registers: M, peer: Endpoint) {
     super();
     this.peer = peer;
     this.counter = new InterceptCounter(design, registers, peer);

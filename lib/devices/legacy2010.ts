@@ -8,8 +8,7 @@
  * The IntrStatus of every peer lives in a small table in the shared memory (it is the state a
  * sender's device would write into the receiver's device); by default the last 512 bytes.
  */
-import { UNKNOWN_PEER } from '../sys/binding.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../core/validate.js';
@@ -44,7 +43,7 @@ export class Legacy2010Device extends DeviceModel<Legacy2010Registers, Legacy201
   // The level interrupt line as the interrupt controller sees it: injected once per rise.
   #asserted = false;
 
-  constructor(peer: Peer, options: Legacy2010Options = {}) {
+  constructor(peer: Endpoint, options: Legacy2010Options = {}) {
     // Checked before super() subscribes to the peer, so a refusal leaves nothing behind.
     if (peer.id >= LEGACY_BROADCAST) {
       throw new RangeError(`peer ID ${peer.id} cannot be addressed by the 2010 layout (8-bit IDs, 255 = broadcast)`);
@@ -109,13 +108,13 @@ export class Legacy2010Device extends DeviceModel<Legacy2010Registers, Legacy201
 
   #doorbell(dest: number, value: number): void {
     const targets = dest === LEGACY_BROADCAST ? this.peer.peers().map((p) => p.id).filter((id) => id < LEGACY_BROADCAST) : [dest];
-    const doorbell = this.peer.nativeDoorbell;
     for (const id of targets) {
       if (id === this.peer.id && dest === LEGACY_BROADCAST) continue;
       // The value first, then the signal: the receiver reads it when woken.
       Atomics.store(this.#status, id, value);
       // An unknown destination is ignored, as a device would.
-      if (doorbell.signal(id, 0) === UNKNOWN_PEER) Atomics.store(this.#status, id, 0);
+      if (this.peer.vectorsOf(id) > 0) this.peer.ring(id, 0);
+      else Atomics.store(this.#status, id, 0);
     }
   }
 

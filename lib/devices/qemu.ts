@@ -5,7 +5,7 @@
  * vectors ignored). Interrupts are MSI-X vectors, one eventfd each; QEMU drains an eventfd
  * and injects once, so rings that arrive together coalesce into one injection.
  */
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../core/validate.js';
@@ -27,7 +27,7 @@ export class QemuDevice extends DeviceModel<QemuRegisters, QemuDeviceEvents> {
   #mask = 0;
   #status = 0;
 
-  constructor(peer: Peer) {
+  constructor(peer: Endpoint) {
     super('qemu', QEMU_REGISTERS, peer);
   }
 
@@ -85,6 +85,6 @@ export class QemuDevice extends DeviceModel<QemuRegisters, QemuDeviceEvents> {
     // handler, which takes only the low 8 bits of the vector. Unknown peers/vectors: ignored.
     const v = vector < vectors ? vector : vector & 0xff;
     if (v >= vectors) return;
-    this.peer.nativeDoorbell.signal(dest, v);
+    this.peer.ring(dest, v);
   }
 }

@@ -2,10 +2,10 @@
  * What every device model shares: typed register maps (a wrong register name, access or width
  * does not compile) and the intercept accounting (every register access is a trap of that
  * register; every interrupt delivered into the peer is an injection; kernel crossings come
- * from the native counters).
+ * from the peer's counters()).
  */
-import type { DoorbellCounters } from '../sys/binding.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
+import type { InterruptCounters } from '../sys/interrupt-table.js';
 
 export type Access = 'r' | 'w' | 'rw';
 export interface RegisterDef {
@@ -42,7 +42,7 @@ export interface DeviceStats {
   injections: number;
   /** traps + injections. */
   intercepts: number;
-  /** eventfd writes + eventfd reads + event-loop wakeups, from the native counters. */
+  /** eventfd writes + eventfd reads + event-loop wakeups, from the peer's counters. */
   kernelCrossings: number;
   eventfdWrites: number;
   eventfdReads: number;
@@ -55,16 +55,16 @@ export interface DeviceStats {
   acks: number;
 }
 
-/** Counts traps per register and injections; merges the native kernel-crossing counters. */
+/** Counts traps per register and injections; merges the peer's kernel-crossing counters. */
 export class InterceptCounter<M extends RegisterMap> {
   readonly #traps: Record<string, RegisterTraps> = {};
   #injections = 0;
-  #nativeBase: DoorbellCounters | null = null;
+  #base: InterruptCounters | null = null;
 
   constructor(
     readonly design: DesignName,
     readonly registers: M,
-    private readonly peer: Peer,
+    private readonly peer: Pick<Endpoint, 'counters'>,
   ) {
     this.reset();
   }
@@ -84,8 +84,8 @@ export class InterceptCounter<M extends RegisterMap> {
   reset(): void {
     for (const name of Object.keys(this.registers)) this.#traps[name] = { reads: 0, writes: 0 };
     this.#injections = 0;
-    // Native counters belong to the peer (shared by everything on it): diff from a baseline.
-    this.#nativeBase = this.peer.counters();
+    // The counters belong to the peer (shared by everything on it): diff from a baseline.
+    this.#base = this.peer.counters();
   }
 
   stats(): DeviceStats {
@@ -98,22 +98,22 @@ export class InterceptCounter<M extends RegisterMap> {
     return {
       design: this.design,
       trapsByRegister: byRegister,
-      ...countsSince(this.peer.counters(), this.#nativeBase!, traps, this.#injections),
+      ...countsSince(this.peer.counters(), this.#base!, traps, this.#injections),
     };
   }
 }
 
 /**
  * The design-independent part of the stats: `traps` and `injections` as the caller counted
- * them, everything else the native counters' change from `base` to `now`.
+ * them, everything else the counters' change from `base` to `now`.
  */
 export function countsSince(
-  now: DoorbellCounters,
-  base: DoorbellCounters,
+  now: InterruptCounters,
+  base: InterruptCounters,
   traps: number,
   injections: number,
 ): Omit<DeviceStats, 'design' | 'trapsByRegister'> {
-  const d = (k: keyof DoorbellCounters): number => now[k] - base[k];
+  const d = (k: keyof InterruptCounters): number => now[k] - base[k];
   const eventfdWrites = d('eventfdWrites');
   const eventfdReads = d('eventfdReads');
   const wakeups = d('wakeups');

@@ -7,20 +7,19 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { ClosedError, InUseError } from '../core/errors.js';
-import { COUNTER_INDEX, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from '../sys/binding.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint, PendingBits } from '../endpoint/endpoint.js';
+import type { InterruptCounters } from '../sys/interrupt-table.js';
 import * as check from '../core/validate.js';
-import { lowBuffer } from '../sys/shared-memory.js';
 
 /**
  * Peers whose pending bit a receive loop serves. One loop per peer: the bit stands for all of a
  * peer's work, and a second loop re-checking only its own could claim the bit and leave the
  * other asleep with work pending (channels share the peer's one loop through its reactor).
  */
-const receiving = new WeakSet<Peer>();
+const receiving = new WeakSet<Endpoint>();
 
 /** @internal Whether a receive loop serves `peer`'s pending bit now (the reactor checks before it starts one). */
-export function hasReceiveLoop(peer: Peer): boolean {
+export function hasReceiveLoop(peer: Endpoint): boolean {
   return receiving.has(peer);
 }
 
@@ -40,15 +39,9 @@ export interface ReceiveOptions {
 }
 
 export class BitmaskDoorbell implements Disposable {
-  readonly #peer: Peer;
-  readonly #native: NativeDoorbell;
-  readonly #edge: (dest: number) => number;
-  // The pending words as 32-bit words, the width every party uses on them (docs/header.md).
-  readonly #pending32: Int32Array;
-  // Shared with the native counters: the fast path counts where the native code does.
-  readonly #counts: Float64Array;
-  // Peers that can be rung: a bit must never be set for a peer nobody can signal.
-  readonly #known: Uint8Array;
+  readonly #peer: Endpoint;
+  // The header's bits as the endpoint rings them (the ring itself, suppressed or not, is there).
+  readonly #bits: PendingBits;
   #notified = false;
   #wake: (() => void) | null = null;
   #closed = false;
@@ -62,32 +55,17 @@ export class BitmaskDoorbell implements Disposable {
   readonly #onClear: (() => void) | undefined;
 
   /**
-   * Over a peer connected with `bitmask: true`; rings and wakeups use vector 0. `onClear` is
-   * told of every clear of the own bit (the device model counts it as a register write).
+   * Over a peer (an Endpoint: a Peer connected with `bitmask: true`); rings and wakeups use
+   * vector 0. `onClear` is told of every clear of the own bit (the device model counts it as a
+   * register write).
    */
-  constructor(peer: Peer, options: { onClear?: () => void } = {}) {
+  constructor(peer: Endpoint, options: { onClear?: () => void } = {}) {
     this.#peer = peer;
     this.#onClear = options.onClear;
-    const header = peer.header; // throws unless the peer has the bitmask header
-    this.#native = peer.nativeDoorbell;
-    this.#edge = this.#native.edge;
-    this.#pending32 = new Int32Array(lowBuffer(peer.shm), header.pendingOffset, header.words * 2);
-    this.#counts = new Float64Array(this.#native.countersBuffer);
-    this.#known = new Uint8Array(header.maxPeers);
-    this.#known[peer.id] = 1;
-    for (const { id } of peer.peers()) if (id < header.maxPeers) this.#known[id] = 1;
-    peer.on('peer-joined', this.#onJoined);
-    peer.on('peer-left', this.#onLeft);
+    this.#bits = peer.pendingBits; // throws unless the peer has the bitmask header
     peer.on('interrupt', this.#onInterrupt);
     peer.once('close', this.#onClose);
   }
-
-  readonly #onJoined = (id: number): void => {
-    if (id < this.#known.length) this.#known[id] = 1;
-  };
-  readonly #onLeft = (id: number): void => {
-    if (id < this.#known.length) this.#known[id] = 0;
-  };
 
   get id(): number {
     return this.#peer.id;
@@ -98,36 +76,20 @@ export class BitmaskDoorbell implements Disposable {
    * receiver's 0->1 edge (and wrote its eventfd), false if it was suppressed (bit already set).
    */
   ring(dest: number): boolean {
-    if (this.#known[dest] !== 1 || this.#closed) throw this.#ringError(dest);
-    const bit = 1 << (dest & 31);
-    // Atomics.or is a sequentially consistent read-modify-write, i.e. a full fence: the
-    // caller's stores of the work cannot pass it (the fence of the protocol's step 2), and it
-    // tests and sets the bit in one step. A suppressed ring ends here, with no crossing into C++.
-    if ((Atomics.or(this.#pending32, dest >> 5, bit) & bit) !== 0) {
-      this.#counts[COUNTER_INDEX.rings]!++;
-      this.#counts[COUNTER_INDEX.suppressed]!++;
-      return false;
-    }
-    // This ring made the 0->1 edge: signal (native; counted there). If the native side cannot
-    // (the peer's eventfds went before this doorbell heard it left), take the bit back: set with
-    // nobody signalled, it would suppress every later ring to that ID.
-    if (this.#edge(dest) === UNKNOWN_PEER) {
-      Atomics.and(this.#pending32, dest >> 5, ~bit);
-      throw this.#ringError(dest);
-    }
-    return true;
+    if (this.#closed) throw new ClosedError('BitmaskDoorbell');
+    return this.#bits.ring(dest);
   }
 
   /** Rings every other live peer; returns how many were signalled (the others were busy). */
   broadcast(): number {
     this.#live();
-    return this.#native.broadcast();
+    return this.#bits.broadcast();
   }
 
   /** Whether this peer's own pending bit is set. */
   pending(): boolean {
     this.#live();
-    return this.#native.pending() === 1;
+    return this.#bits.pending();
   }
 
   /**
@@ -154,12 +116,12 @@ export class BitmaskDoorbell implements Disposable {
         while (!stopped() && hasWork()) yield;
         if (stopped()) return;
         if (busyPoll > 0 && (await this.#poll(hasWork, busyPoll, stopped))) continue;
-        this.#native.ack();
+        this.#bits.ack();
         this.#onClear?.();
         if (hasWork()) {
           // A sender saw the bit still set before the clear and did not signal: keep going,
           // and set the bit again so that senders stay quiet while we do.
-          this.#native.claim();
+          this.#bits.claim();
           continue;
         }
         await this.#nextInterrupt();
@@ -179,13 +141,13 @@ export class BitmaskDoorbell implements Disposable {
     for await (const _ of this.notifications(hasWork, options)) await handle();
   }
 
-  /** Native counters of this peer (rings, suppressed, signals, eventfd writes/reads, wakeups, acks…). */
-  counters(): DoorbellCounters {
-    return this.#native.counters();
+  /** Counters of this peer (rings, suppressed, signals, eventfd writes/reads, wakeups, acks…). */
+  counters(): InterruptCounters {
+    return this.#peer.counters();
   }
 
   resetCounters(): void {
-    this.#native.resetCounters();
+    this.#peer.resetCounters();
   }
 
   get closed(): boolean {
@@ -198,8 +160,6 @@ export class BitmaskDoorbell implements Disposable {
     this.#closed = true;
     this.#peer.off('interrupt', this.#onInterrupt);
     this.#peer.off('close', this.#onClose);
-    this.#peer.off('peer-joined', this.#onJoined);
-    this.#peer.off('peer-left', this.#onLeft);
     this.#wake?.();
   }
 
@@ -226,7 +186,7 @@ export class BitmaskDoorbell implements Disposable {
       // has not yet read that this ID's previous holder left sets the bit and signals the old
       // eventfd (docs/header.md). A slow look at the bit while asleep undoes it.
       const check = setInterval(() => {
-        if (!this.#peer.closed && this.#native.pending() === 1) this.#wake?.();
+        if (!this.#peer.closed && this.#bits.pending()) this.#wake?.();
       }, STALE_BIT_CHECK_MS);
       check.unref();
       this.#wake = () => {
@@ -240,11 +200,5 @@ export class BitmaskDoorbell implements Disposable {
 
   #live(): void {
     if (this.#closed || this.#peer.closed) throw new ClosedError('BitmaskDoorbell');
-  }
-
-  #ringError(dest: number): Error {
-    if (this.#closed || this.#peer.closed) return new ClosedError('BitmaskDoorbell');
-    check.integer('dest', dest, 0, 65535);
-    return new RangeError(`peer ${dest} is not known to peer ${this.#peer.id}`);
   }
 }

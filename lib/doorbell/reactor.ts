@@ -7,7 +7,7 @@
  */
 import { BitmaskDoorbell, hasReceiveLoop } from './bitmask-doorbell.js';
 import { InUseError } from '../core/errors.js';
-import type { Peer } from '../network/peer.js';
+import type { Endpoint } from '../endpoint/endpoint.js';
 
 export type SourceState =
   /** Something to hand over now (a message to a waiting reader, space to a waiting writer). */
@@ -26,7 +26,7 @@ export interface Source {
   fail(error: Error): void;
 }
 
-const reactors = new WeakMap<Peer, Reactor>();
+const reactors = new WeakMap<Endpoint, Reactor>();
 
 export class Reactor {
   readonly doorbell: BitmaskDoorbell;
@@ -36,7 +36,7 @@ export class Reactor {
   #running = false;
   #stop = new AbortController();
 
-  private constructor(readonly peer: Peer) {
+  private constructor(readonly peer: Endpoint) {
     this.doorbell = new BitmaskDoorbell(peer);
     peer.once('close', () => this.#stop.abort());
   }
@@ -45,7 +45,7 @@ export class Reactor {
    * The peer's reactor (one per peer, created on first use). InUseError if the peer's pending
    * bit is already served by a loop of its own (a BitmaskDoorbell's notifications or serve).
    */
-  static of(peer: Peer): Reactor {
+  static of(peer: Endpoint): Reactor {
     let reactor = reactors.get(peer);
     if ((reactor === undefined || !reactor.#running) && hasReceiveLoop(peer)) throw inUse(peer);
     if (reactor === undefined) {
@@ -132,7 +132,7 @@ export class Reactor {
   }
 }
 
-function inUse(peer: Peer): InUseError {
+function inUse(peer: Endpoint): InUseError {
   return new InUseError(
     `peer ${peer.id} already has a receive loop of its own on its pending bit (BitmaskDoorbell notifications or serve): ` +
       "its channels need the peer's one loop (end that loop first, or put that work into channels too)",

@@ -3,12 +3,13 @@
  * ivshmem-client are. Works against our PeerServer or QEMU's own ivshmem-server.
  */
 import { EventEmitter, on } from 'node:events';
-import { EventFd } from '../sys/eventfd.js';
 import { ClosedError, RefusedError, TimeoutError } from '../core/errors.js';
-import { native, UNKNOWN_PEER, type DoorbellCounters, type NativeDoorbell } from '../sys/binding.js';
+import type { Endpoint, EndpointEvents, PeerVectors, PendingBits } from '../endpoint/endpoint.js';
+import { closeFd } from '../sys/fd.js';
+import { InterruptTable, type InterruptCounters } from '../sys/interrupt-table.js';
 import { readHeader, type HeaderLayout } from '../protocol/header.js';
 import { ClientDecoder, decodeMessage, type ClientEvent } from '../protocol/wire.js';
-import { lowBuffer, nativeMappingOf, SharedMemory } from '../sys/shared-memory.js';
+import { lowBuffer, SharedMemory } from '../sys/shared-memory.js';
 import { UnixSocket } from '../sys/unix-socket.js';
 import { FdWatcher } from '../sys/watcher.js';
 import * as check from '../core/validate.js';
@@ -40,25 +41,18 @@ export interface PeerOptions {
 /** The default `maxSize` of `Peer.connect`: 64 GiB, beyond the largest BAR QEMU users map in practice. */
 export const DEFAULT_MAX_SIZE = 64 * 2 ** 30;
 
-export interface PeerEvents {
-  /** Own vector `vector` was rung (`count` rings coalesced since the last delivery). */
-  interrupt: [vector: number, count: number];
-  'peer-joined': [id: number];
-  'peer-left': [id: number];
+/** An endpoint's events ('interrupt', 'peer-joined', 'peer-left', 'close'), and the server's loss. */
+export interface PeerEvents extends EndpointEvents {
   /** The server went away. Known peers can still be rung; no joins or leaves will be seen. */
   'server-lost': [error: Error | null];
-  close: [];
 }
 
-export class Peer extends EventEmitter<PeerEvents> implements Disposable {
+export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
   #id = -1;
   #shm: SharedMemory | null = null;
   readonly #socket: UnixSocket;
   readonly #socketWatcher: FdWatcher;
   readonly #decoder: ClientDecoder<number>;
-  readonly #own: EventFd[] = [];
-  readonly #ownWatchers: FdWatcher[] = [];
-  readonly #others = new Map<number, EventFd[]>();
   #connected = false;
   #serverLost = false;
   #closed = false;
@@ -67,8 +61,9 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   readonly #bitmask: boolean;
   readonly #maxSize: number;
   #layout: HeaderLayout | null = null;
-  // Every eventfd write and read goes through here, so it is counted where it happens.
-  #doorbell: NativeDoorbell | null = null;
+  // The eventfds received (owned there, the one record of who can be rung) and the bitmask
+  // ring; every eventfd write and read goes through it, so it is counted where it happens.
+  #table: InterruptTable | null = null;
 
   private constructor(socket: UnixSocket, options: PeerOptions) {
     super();
@@ -129,7 +124,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
 
   /** Own interrupt vectors. */
   get vectors(): number {
-    return this.#own.length;
+    return this.#table?.vectorsOf(this.#id) ?? 0;
   }
 
   get serverLost(): boolean {
@@ -141,14 +136,13 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
   }
 
   /** Other known peers and their vector counts, in the order the server announced them. */
-  peers(): { id: number; vectors: number }[] {
-    return [...this.#others].map(([id, fds]) => ({ id, vectors: fds.length }));
+  peers(): PeerVectors[] {
+    return this.#table?.peers() ?? [];
   }
 
   /** Vectors of peer `id` (own ID included); 0 if unknown. */
   vectorsOf(id: number): number {
-    if (id === this.#id) return this.#own.length;
-    return this.#others.get(id)?.length ?? 0;
+    return this.#table?.vectorsOf(id) ?? 0;
   }
 
   /**
@@ -187,7 +181,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     if (this.#closed) throw new ClosedError('Peer');
     check.integer('peer', peer, 0, 65535);
     check.integer('vector', vector, 0, 65535);
-    if (this.#doorbell!.signal(peer, vector) === UNKNOWN_PEER) {
+    if (!this.#table!.signal(peer, vector)) {
       const known = this.vectorsOf(peer);
       throw new RangeError(
         known === 0 && peer !== this.#id
@@ -203,24 +197,22 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     return this.#layout;
   }
 
-  /** @internal The native doorbell of this peer, for the bitmask API and the device models. */
-  get nativeDoorbell(): NativeDoorbell {
-    if (this.#closed || this.#doorbell === null) throw new ClosedError('Peer');
-    return this.#doorbell;
+  /**
+   * The header's pending bits, for BitmaskDoorbell and the bitmask device model (only for a peer
+   * connected with `bitmask: true`).
+   */
+  get pendingBits(): PendingBits {
+    void this.header; // the RangeError without the header
+    return this.#liveTable().pendingWords!;
   }
 
-  /** Kernel crossings and doorbell events counted natively since connect (or the last reset). */
-  counters(): DoorbellCounters {
-    return this.nativeDoorbell.counters();
+  /** Kernel crossings and bitmask events counted since connect (or the last reset). */
+  counters(): InterruptCounters {
+    return this.#liveTable().counters();
   }
 
   resetCounters(): void {
-    this.nativeDoorbell.resetCounters();
-  }
-
-  /** The eventfd that rings `peer` on `vector`, for the doorbell hot path; undefined if unknown. */
-  eventFdOf(peer: number, vector = 0): EventFd | undefined {
-    return (peer === this.#id ? this.#own : this.#others.get(peer))?.[vector];
+    this.#liveTable().resetCounters();
   }
 
   /** Interrupts as an async iterator: `{ vector, count }`, optionally of one vector only. Ends on close. */
@@ -246,11 +238,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
     this.#closed = true;
     this.#socketWatcher.close();
     this.#socket.close();
-    for (const w of this.#ownWatchers) w.close();
-    for (const e of this.#own) e.close();
-    for (const fds of this.#others.values()) for (const e of fds) e.close();
-    this.#others.clear();
-    this.#doorbell?.close();
+    this.#table?.close(); // the own eventfds' watchers, then every eventfd
     this.#shm?.close();
     this.#settle?.(new ClosedError('Peer'));
     this.#settle = null;
@@ -273,7 +261,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
       }
       if (received.kind === 'again') {
         // The server sends the whole sequence at once: nothing more to read means it is done.
-        if (!this.#connected && this.#expectedVectors === undefined && this.#own.length > 0) this.#ready();
+        if (!this.#connected && this.#expectedVectors === undefined && this.vectors > 0) this.#ready();
         return;
       }
       if (received.kind === 'eof') {
@@ -294,7 +282,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
       try {
         event = this.#decoder.push(decodeMessage(received.data), received.fd);
       } catch (error) {
-        if (received.fd !== null) native.closeFd(received.fd);
+        if (received.fd !== null) closeFd(received.fd);
         this.#lose(error as Error);
         return;
       }
@@ -332,55 +320,35 @@ export class Peer extends EventEmitter<PeerEvents> implements Disposable {
           }
         }
         const layout = this.#layout;
-        this.#doorbell = new native.Doorbell(nativeMappingOf(this.#shm), {
+        this.#table = new InterruptTable({
           self: event.id,
-          ...(layout === null
-            ? {}
-            : { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset }),
+          onInterrupt: (vector, count) => this.emit('interrupt', vector, count),
+          ...(layout === null ? {} : { bitmask: { memory: lowBuffer(this.#shm), layout } }),
         });
         return null;
       }
       case 'vector': {
-        const eventfd = EventFd.adopt(event.fd);
+        // Adopted: the table holds the only copy of the fd (and closes it if it is no eventfd).
+        this.#table!.add(event.peer, event.fd);
         if (event.own) {
-          this.#own.push(eventfd);
-          this.#doorbell!.setOwn(this.#own.map((e) => e.fd));
-          this.#watchOwn(event.vector, eventfd);
-          if (!this.#connected && this.#own.length === this.#expectedVectors) this.#ready();
+          if (!this.#connected && this.vectors === this.#expectedVectors) this.#ready();
           return null;
         }
-        let fds = this.#others.get(event.peer);
-        if (fds === undefined) {
-          fds = [];
-          this.#others.set(event.peer, fds);
-        }
-        fds.push(eventfd);
-        this.#doorbell!.setPeer(event.peer, fds.map((e) => e.fd));
         // A peer joining after we connected is announced once its first vector arrives.
         const peer = event.peer;
         return this.#connected && event.vector === 0 ? () => this.emit('peer-joined', peer) : null;
       }
       case 'peer-left': {
-        const fds = this.#others.get(event.peer) ?? [];
-        this.#others.delete(event.peer);
-        this.#doorbell!.removePeer(event.peer);
-        for (const e of fds) e.close();
+        this.#table!.remove(event.peer);
         const peer = event.peer;
         return this.#connected ? () => this.emit('peer-left', peer) : null;
       }
     }
   }
 
-  #watchOwn(vector: number, eventfd: EventFd): void {
-    const watcher = new FdWatcher(eventfd.fd);
-    watcher.on('readable', () => {
-      if (this.#closed) return;
-      // Drain first (counted natively), then deliver; a level-triggered poll would spin otherwise.
-      const count = this.#doorbell!.wake(vector);
-      if (count > 0) this.emit('interrupt', vector, count);
-    });
-    watcher.start();
-    this.#ownWatchers.push(watcher);
+  #liveTable(): InterruptTable {
+    if (this.#closed || this.#table === null) throw new ClosedError('Peer');
+    return this.#table;
   }
 
   #ready(): void {

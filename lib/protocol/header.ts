@@ -1,7 +1,7 @@
 /**
  * The bitmask-mode header at the start of the shared memory (byte table: docs/header.md).
  * The server writes it once and maintains the live bits; peers validate it and use the
- * pending bits through the native doorbell.
+ * pending bits through their interrupt tables (lib/sys/interrupt-table.ts).
  */
 import { HeaderError } from '../core/errors.js';
 
@@ -103,7 +103,7 @@ export function readHeader(buffer: ArrayBuffer): HeaderLayout {
 
 /**
  * Atomic access to one bit set (pending or live) of the header, from TypeScript. 32-bit words,
- * as everyone else works on them (the native doorbell, BitmaskDoorbell.ring): bit `id` is bit
+ * as everyone else works on them (the interrupt table's pending words): bit `id` is bit
  * id % 32 of word id / 32, the same bit as in the header's little-endian 64-bit words.
  */
 export class BitWords {

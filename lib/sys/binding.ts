@@ -53,67 +53,22 @@ export interface NativeSocket {
   close(): void;
 }
 
-export interface DoorbellCounters {
-  rings: number;
-  suppressed: number;
-  signals: number;
-  eventfdWrites: number;
-  eventfdReads: number;
-  wakeups: number;
-  spurious: number;
-  interrupts: number;
-  acks: number;
-}
-
-export interface DoorbellOptions {
-  self: number;
-  /** Bitmask mode when > 0: 64-bit words of pending and live bits at these byte offsets. */
-  words?: number;
-  pendingOffset?: number;
-  liveOffset?: number;
-}
-
-/** Positions of the counters in `NativeDoorbell.countersBuffer` (a Float64Array view). */
-export const COUNTER_INDEX = {
-  rings: 0,
-  suppressed: 1,
-  signals: 2,
-  eventfdWrites: 3,
-  eventfdReads: 4,
-  wakeups: 5,
-  spurious: 6,
-  interrupts: 7,
-  acks: 8,
-} as const satisfies Record<keyof DoorbellCounters, number>;
-
-/** Return codes of the hot functions besides 0 and 1. */
-export const UNKNOWN_PEER = -1;
-export const NO_BITMASK = -2;
-
-export interface NativeDoorbell {
-  setPeer(id: number, fds: number[]): void;
-  removePeer(id: number): void;
-  setOwn(fds: number[]): void;
-  counters(): DoorbellCounters;
-  resetCounters(): void;
+export interface NativeInterruptTable {
+  /** Adopts `fd` (an eventfd, now the table's only copy) as the next vector of `peer`; returns that vector. Closes it and throws otherwise. */
+  add(peer: number, fd: number): number;
+  /** Closes the eventfds of `peer` (not the own ID). */
+  remove(peer: number): void;
+  /** Other peers with eventfds, in the order their first vector arrived. */
+  peers(): number[];
   close(): void;
-  /** 1 made the 0->1 edge and signalled, 0 suppressed, UNKNOWN_PEER, NO_BITMASK. */
-  readonly ring: (dest: number) => number;
-  /** The signalling half of a ring whose 0->1 edge the caller made: 1, or UNKNOWN_PEER. */
-  readonly edge: (dest: number) => number;
-  /** The counters (doubles, COUNTER_INDEX order) in native memory. */
+  /** One eventfd write to (dest, vector), counted: false if there is no such eventfd. */
+  readonly signal: (dest: number, vector: number) => boolean;
+  /** Drains own eventfd `vector`, counted: the count (0 = spurious wakeup). */
+  readonly wake: (vector: number) => number;
+  /** The counters, doubles in the order of `counterNames`, in native memory. */
   readonly countersBuffer: ArrayBuffer;
-  /** Peers signalled. */
-  readonly broadcast: () => number;
-  /** Plain eventfd write to (dest, vector): 1, or UNKNOWN_PEER. */
-  readonly signal: (dest: number, vector?: number) => number;
-  /** Clears the own pending bit: 1 if it was set. */
-  readonly ack: () => number;
-  /** Sets the own pending bit without signalling: 1 if it was already set. */
-  readonly claim: () => number;
-  readonly pending: () => number;
-  /** Drains own eventfd `vector`: the count (0 = spurious wakeup). */
-  readonly wake: (vector?: number) => number;
+  /** Vectors held per peer ID (own included), uint16 by ID 0..65535, in native memory. */
+  readonly vectorsBuffer: ArrayBuffer;
 }
 
 export interface NativeBinding {
@@ -144,7 +99,11 @@ export interface NativeBinding {
   readonly Mapping: new (fd: number, size: number, maxBuffer: number) => NativeMapping;
   readonly EventFd: new (fd?: number) => NativeEventFd;
   readonly Watcher: new (fd: number, callback: (status: number, events: number) => void) => NativeWatcher;
-  readonly Doorbell: new (mapping: NativeMapping, options: DoorbellOptions) => NativeDoorbell;
+  readonly InterruptTable: {
+    new (self: number): NativeInterruptTable;
+    /** The names of the counters, in their order in `countersBuffer`. */
+    readonly counterNames: readonly string[];
+  };
   readonly Socket: {
     listen(path: string, mode: number, backlog: number): NativeSocket;
     connect(path: string): NativeSocket;

@@ -41,12 +41,28 @@ function decodeSeals(bits: number): Seals | null {
   });
 }
 
+/**
+ * Memory an endpoint works in: a SharedMemory, or (inside a VM) the ivshmem device's BAR2. The
+ * layouts above (header, channels, device state) need no more than this.
+ */
+export interface MemoryView {
+  /** Bytes. */
+  readonly size: number;
+  /** The whole memory as one ArrayBuffer (a RangeError if it is larger than one can be). */
+  readonly buffer: ArrayBuffer;
+  /** An ArrayBuffer over [offset, offset + length) of the same memory. */
+  view(offset?: number, length?: number): ArrayBuffer;
+  /** A Uint8Array over [offset, offset + length). */
+  bytes(offset?: number, length?: number): Uint8Array;
+  readonly closed: boolean;
+}
+
 // A buffer over the first min(size, MAX_BUFFER_LENGTH) bytes, for the layouts that live at the
 // start of the memory (header, channels, device state), whatever the region's size.
-const lowBuffers = new WeakMap<SharedMemory, ArrayBuffer>();
+const lowBuffers = new WeakMap<MemoryView, ArrayBuffer>();
 
 /** @internal An ArrayBuffer over [0, min(size, MAX_BUFFER_LENGTH)): the whole buffer when it fits. */
-export function lowBuffer(shm: SharedMemory): ArrayBuffer {
+export function lowBuffer(shm: MemoryView): ArrayBuffer {
   if (shm.size <= MAX_BUFFER_LENGTH) return shm.buffer;
   let low = lowBuffers.get(shm);
   if (low === undefined || low.byteLength === 0) {
@@ -54,16 +70,6 @@ export function lowBuffer(shm: SharedMemory): ArrayBuffer {
     lowBuffers.set(shm, low);
   }
   return low;
-}
-
-// The native mapping behind each SharedMemory, for the doorbell (kept off the public surface).
-const mappings = new WeakMap<SharedMemory, NativeMapping>();
-
-/** @internal The native mapping, for native users of the same memory (the doorbell). */
-export function nativeMappingOf(shm: SharedMemory): NativeMapping {
-  const mapping = mappings.get(shm);
-  if (mapping === undefined || shm.closed) throw new ClosedError('SharedMemory');
-  return mapping;
 }
 
 /** '/name' from 'name' or '/name'; RangeError for empty, nested or over-long names. */
@@ -99,7 +105,7 @@ export interface FromFdOptions {
   maxSize?: number;
 }
 
-export class SharedMemory implements Disposable {
+export class SharedMemory implements MemoryView, Disposable {
   /**
    * The longest ArrayBuffer this runtime makes (buffer.constants.MAX_LENGTH: 2^32 on Node 20,
    * 2^53 − 1 on Node ≥ 22). A region larger than this has no `buffer`; use `view()`.
@@ -115,7 +121,6 @@ export class SharedMemory implements Disposable {
     this.#mapping = mapping;
     this.#name = name;
     this.#size = mapping.size;
-    mappings.set(this, mapping);
   }
 
   /** Creates a named POSIX shm object (when `name` is given) or a memfd, sized and mapped. */

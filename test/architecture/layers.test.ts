@@ -12,11 +12,15 @@ const RANKS: Readonly<Record<string, number>> = {
   core: 0, // errors and argument checks
   sys: 1, // the native binding and the owners of its objects
   protocol: 2, // wire codec and memory layouts: pure
-  network: 3, // PeerServer, Peer
-  doorbell: 4, // the bitmask doorbell and the receive loop
-  channel: 5,
-  devices: 5,
+  endpoint: 3, // the interface everything above works over (a Peer, a guest's device)
+  network: 4, // PeerServer, Peer
+  doorbell: 5, // the bitmask doorbell and the receive loop
+  channel: 6,
+  devices: 6,
 };
+
+/** Layers above the endpoint interface: they work the same over any endpoint. */
+const OVER_ENDPOINT = ['doorbell', 'channel', 'devices'];
 
 interface Import {
   readonly from: string; // repository-relative file
@@ -85,6 +89,21 @@ describe('layers', () => {
   it('protocol/ is pure: it imports nothing but core/ and its own files (no node:, no native binding)', () => {
     const wrong = lib.filter((i) => layerOf(i.from) === 'protocol' && !(i.target !== null && ['protocol', 'core'].includes(layerOf(i.target))));
     expect(wrong.map((i) => `${i.from} -> ${i.spec}`)).toEqual([]);
+  });
+
+  it('above the endpoint interface nothing names an endpoint kind: doorbell/, channel/, devices/ never import network/', () => {
+    const wrong = lib.filter((i) => OVER_ENDPOINT.includes(layerOf(i.from)) && i.target !== null && layerOf(i.target) === 'network');
+    expect(wrong.map((i) => `${i.from} -> ${i.spec}`)).toEqual([]);
+  });
+
+  it('the native interrupt table has one owner: only lib/sys/interrupt-table.ts makes or types it', () => {
+    const wrong: string[] = [];
+    for (const file of [...sources('lib'), ...sources('cli'), ...sources('bench')]) {
+      if (file === 'lib/sys/interrupt-table.ts' || file === 'lib/sys/binding.ts') continue;
+      const text = readFileSync(join(REPO, file), 'utf8');
+      if (/\bnative\.InterruptTable\b|\bNativeInterruptTable\b|countersBuffer|vectorsBuffer/.test(text)) wrong.push(file);
+    }
+    expect(wrong).toEqual([]);
   });
 
   it('the apps sit beside the library: cli/ never imports bench/ statically; bench/ uses lib/ and cli/common only', () => {

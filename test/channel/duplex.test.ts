@@ -12,7 +12,7 @@
  *   per peer must keep both going: no deadlock, everything in order.
  */
 import { describe, expect, it } from 'vitest';
-import { channelBytes, type DoorbellCounters, type PeerServer } from '../../lib/index.js';
+import { channelBytes, type InterruptCounters, type PeerServer } from '../../lib/index.js';
 import type { JsonChild } from '../helpers/children.js';
 import { rate, report, startChild, useResources } from './helpers.js';
 
@@ -83,10 +83,10 @@ describe('openDuplex between two processes', () => {
       expect(r.sent).toBe(count);
       expect(r.received).toBe(count);
       // Each writer had to wait for space and was woken by the other side's reader.
-      expect((r.counters as DoorbellCounters).wakeups).toBeGreaterThan(0);
+      expect((r.counters as InterruptCounters).wakeups).toBeGreaterThan(0);
     }
-    const ca = ra.counters as DoorbellCounters;
-    const cb = rb.counters as DoorbellCounters;
+    const ca = ra.counters as InterruptCounters;
+    const cb = rb.counters as InterruptCounters;
     report(
       `duplex flood: ${count.toLocaleString('en-US')} each way; A ${rate(count, ra.elapsedMs)} in, B ${rate(count, rb.elapsedMs)} in; ` +
         `rings A ${ca.rings} (${((100 * ca.suppressed) / ca.rings).toFixed(1)}% suppressed), B ${cb.rings} (${((100 * cb.suppressed) / cb.rings).toFixed(1)}% suppressed); ` +

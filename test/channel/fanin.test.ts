@@ -10,7 +10,7 @@
  * found the bit already set and cost nothing) is printed.
  */
 import { expect, it } from 'vitest';
-import { channelBytes, ChannelConsumer, createFanIn, type DoorbellCounters } from '../../lib/index.js';
+import { channelBytes, ChannelConsumer, createFanIn, type InterruptCounters } from '../../lib/index.js';
 import { consumeAll, Verifier } from '../fixtures/channel/common.mjs';
 import type { JsonChild } from '../helpers/children.js';
 import { sumCounters } from '../helpers/resources.js';
@@ -79,7 +79,7 @@ it('4 producer processes → one consumer: all messages, per-producer order, one
 
   // One bit: one vector, and every producer edge was preceded by a clear of that one bit.
   expect(here.vectors).toBe(1);
-  const counters = replies.map((r) => r.counters as DoorbellCounters);
+  const counters = replies.map((r) => r.counters as InterruptCounters);
   const total = sumCounters(counters);
   expect(total.rings).toBeGreaterThan(0);
   expect(total.signals).toBeLessThanOrEqual(mine.acks + 1);

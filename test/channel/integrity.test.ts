@@ -14,7 +14,7 @@
  * smaller counts keep the file near 20 s. Each prints messages/s.
  */
 import { describe, expect, it } from 'vitest';
-import { ChannelConsumer, createChannel, type DoorbellCounters, type Peer, type PeerServer } from '../../lib/index.js';
+import { ChannelConsumer, createChannel, type InterruptCounters, type Peer, type PeerServer } from '../../lib/index.js';
 import { consumeAll, Verifier, type ConsumeMode, type PlanStats, type SizeProfile } from '../fixtures/channel/common.mjs';
 import { LONG_WAIT_MS, within } from '../helpers/wait.js';
 import { rate, report, startChild, useResources } from './helpers.js';
@@ -44,7 +44,7 @@ interface ProduceReply {
   trySendFalse: number;
   batches: number;
   elapsedMs: number;
-  counters: DoorbellCounters;
+  counters: InterruptCounters;
   head: number;
   planHead: number;
 }

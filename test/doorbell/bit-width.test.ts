@@ -1,16 +1,16 @@
 /**
- * One width for the pending bits: the native doorbell, the server's BitWords and the JS fast
- * path of ring() (Atomics on an Int32Array) all work on 32-bit words. They agree bit for bit on
+ * One width for the pending bits: the interrupt table's pending words (ring, broadcast, ack,
+ * claim: Atomics on an Int32Array) and the server's BitWords all work on 32-bit words. They agree bit for bit on
  * the header's layout (bit id of 32-bit word id / 32 is bit id of 64-bit word id / 64 on
  * little-endian), touch nothing outside the pending words, and — seen by a hardware
  * watchpoint — no operation on a bit touches the other half of its 64-bit word.
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { native } from '../../lib/sys/binding.js';
 import { BitWords, headerLayout, writeHeader } from '../../lib/protocol/header.js';
-import { nativeMappingOf } from '../../lib/sys/shared-memory.js';
+import { InterruptTable } from '../../lib/sys/interrupt-table.js';
 import { EventFd, SharedMemory } from '../../lib/index.js';
+import { copyOf } from '../helpers/eventfds.js';
 import { JsonChild } from '../helpers/children.js';
 import { findOnPath, isCi } from '../helpers/env.js';
 import { waitFor } from '../helpers/wait.js';
@@ -19,12 +19,13 @@ import { useResources } from './helpers.js';
 const res = useResources();
 
 describe('the pending words', () => {
-  it('native, server and a 32-bit view agree on bits 0..127, and nothing outside the pending words changes', () => {
+  it('the table, the server and a 32-bit view agree on bits 0..127, and nothing outside the pending words changes', () => {
     const shm = res.track(SharedMemory.create({ size: 8192 }));
     const layout = headerLayout(128);
     writeHeader(shm.buffer, layout);
     expect(layout).toMatchObject({ words: 2, pendingOffset: 64, liveOffset: 128 });
-    const options = { words: layout.words, pendingOffset: layout.pendingOffset, liveOffset: layout.liveOffset };
+    const table = (self: number): InterruptTable =>
+      res.track(new InterruptTable({ self, onInterrupt: () => {}, bitmask: { memory: shm.buffer, layout } }));
     const pendingEnd = layout.pendingOffset + layout.words * 8;
     const bytes = new Uint8Array(shm.buffer, 0, layout.dataOffset);
     // Canaries in the reserved bytes before the pending words and in the gap after them.
@@ -39,28 +40,30 @@ describe('the pending words', () => {
     const only = (id: number): number[] => [0, 1, 2, 3].map((w) => (w === id >> 5 ? 1 << (id & 31) : 0));
 
     for (let id = 0; id < 128; id++) {
-      const own = res.track(new native.Doorbell(nativeMappingOf(shm), { self: id, ...options }));
-      Atomics.or(p32, id >> 5, 1 << (id & 31)); // the JS fast path's edge
-      expect([own.pending(), pending.has(id), pending.ids()]).toEqual([1, true, [id]]);
-      expect(own.ack()).toBe(1);
+      const owner = table(id);
+      const own = owner.pendingWords!;
+      Atomics.or(p32, id >> 5, 1 << (id & 31)); // another party's edge, on a 32-bit view
+      expect([own.pending(), pending.has(id), pending.ids()]).toEqual([true, true, [id]]);
+      expect(own.ack()).toBe(true);
       expect([...p32]).toEqual([0, 0, 0, 0]);
-      expect(own.claim()).toBe(0);
+      expect(own.claim()).toBe(false);
       expect([...p32]).toEqual(only(id));
       pending.clear(id);
-      expect(own.pending()).toBe(0);
+      expect(own.pending()).toBe(false);
       pending.set(id);
       expect([...p32]).toEqual(only(id));
-      expect(own.ack()).toBe(1);
-      own.close();
+      expect(own.ack()).toBe(true);
+      owner.close();
     }
 
-    const sender = res.track(new native.Doorbell(nativeMappingOf(shm), { self: 0, ...options }));
+    const senderTable = table(0);
+    const sender = senderTable.pendingWords!;
     const ev = res.track(new EventFd());
-    for (let id = 1; id < 128; id++) sender.setPeer(id, [ev.fd]);
+    for (let id = 1; id < 128; id++) senderTable.add(id, copyOf(ev));
     for (let id = 1; id < 128; id++) {
-      expect(sender.ring(id)).toBe(1);
+      expect(sender.ring(id)).toBe(true);
       expect([...p32]).toEqual(only(id));
-      expect(sender.ring(id)).toBe(0);
+      expect(sender.ring(id)).toBe(false);
       pending.clear(id);
     }
     expect(ev.drain()).toBe(127);
@@ -85,7 +88,7 @@ if (!watchpoints) {
 }
 
 describe('access width, seen by a hardware watchpoint', () => {
-  it.skipIf(!watchpoints)('no native or server operation on bits 1..3 touches bits 32..63 of the same 64-bit word', async () => {
+  it.skipIf(!watchpoints)('no operation of the table or the server on bits 1..3 touches bits 32..63 of the same 64-bit word', async () => {
     const worker = JsonChild.fixture('doorbell/bit-width.mjs', {}, 'bit-width');
     const ready = await worker.next('ready');
     const upper = String(ready.upper);

@@ -1,7 +1,8 @@
 /**
- * No C++ exception leaves a raw Node-API callback of the doorbell: one that did would unwind
- * into V8 and end the process with std::terminate. Each call runs in a child, whose system call
- * fails while building the error throws (a hostile Error.prototype setter).
+ * No C++ exception leaves a raw Node-API callback of the interrupt table: one that did would
+ * unwind into V8 and end the process with std::terminate. Each call runs in a child, whose
+ * system call fails while building the error throws (a hostile Error.prototype setter); the
+ * bitmask ring and broadcast, which call the raw signal, take their bit back.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { JsonChild, killAllChildren } from '../helpers/children.js';
@@ -10,8 +11,8 @@ afterEach(async () => {
   await killAllChildren();
 });
 
-describe('a helper that throws inside a raw doorbell callback', () => {
-  it.each(['ring', 'edge', 'signal', 'broadcast', 'wake'])(
+describe('a helper that throws inside a raw interrupt-table callback', () => {
+  it.each(['ring', 'signal', 'broadcast', 'wake'])(
     '%s(): the process survives, the call throws the JS error, the bit is taken back',
     async (call) => {
       const child = JsonChild.fixture('doorbell/throwing-helper.mjs', { call }, `throwing-helper ${call}`);

@@ -3,14 +3,14 @@
  * `strace -f -e trace=write,read`, do a known workload against a server in THIS process (so
  * the server's syscalls are not in the trace), and print their counters. Every write(2) and
  * read(2) on the peers' eventfds (the fds that became 'anon_inode:[eventfd]' when the peers
- * connected: the received eventfds and the native doorbell's private dups) is counted from
+ * connected: the received eventfds, which their interrupt tables adopted) is counted from
  * the trace; the native eventfdWrites and eventfdReads must equal those counts exactly.
  *
  * Without strace: skipped with a message, except in CI (CI set), where it fails.
  */
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { DoorbellCounters } from '../../lib/index.js';
+import type { InterruptCounters } from '../../lib/index.js';
 import { JsonChild } from '../helpers/children.js';
 import { Scratch } from '../helpers/paths.js';
 import { within } from '../helpers/wait.js';
@@ -122,9 +122,9 @@ describe('native counters against strace', () => {
     const exit = await within(child.exited, 'the traced child to exit', 60_000);
     expect(exit, child.diagnostics()).toEqual({ code: 0, signal: null });
 
-    const a = done.a as DoorbellCounters;
-    const b = done.b as DoorbellCounters;
-    const sum = done.sum as DoorbellCounters;
+    const a = done.a as InterruptCounters;
+    const b = done.b as InterruptCounters;
+    const sum = done.sum as InterruptCounters;
     // The workload is what it says: ROUNDS * PER_ROUND rings of which exactly ROUNDS were edges.
     expect(done.rings).toBe(ROUNDS * PER_ROUND);
     expect(done.edges).toBe(ROUNDS);

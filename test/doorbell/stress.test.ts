@@ -16,7 +16,7 @@
  * printed.
  */
 import { describe, expect, it } from 'vitest';
-import type { DoorbellCounters, PeerServer } from '../../lib/index.js';
+import type { InterruptCounters, PeerServer } from '../../lib/index.js';
 import { JsonChild, killAllChildren } from '../helpers/children.js';
 import { sumCounters } from '../helpers/resources.js';
 import { waitFor, within } from '../helpers/wait.js';
@@ -134,7 +134,7 @@ async function runCase(c: Case): Promise<void> {
     }
     expect(totals().consumed).toBe(c.receivers * expectedPerReceiver);
 
-    const sc = sendersDone.map((m) => m.counters as DoorbellCounters);
+    const sc = sendersDone.map((m) => m.counters as InterruptCounters);
     const st = sumCounters(sc);
     const calls = sendersDone.reduce((n, m) => n + (m.calls as number), 0);
     const edges = sendersDone.reduce((n, m) => n + (m.edges as number), 0);
@@ -162,7 +162,7 @@ async function runCase(c: Case): Promise<void> {
       },
       'the receivers to be idle with their bits clear (and, in ring mode, to have drained every signal)',
     );
-    const rc = sumCounters(states.map((m) => m.counters as DoorbellCounters));
+    const rc = sumCounters(states.map((m) => m.counters as InterruptCounters));
     const fraction = st.suppressed / st.rings;
     console.log(
       `[stress ${c.name}] ${c.senders} senders x ${c.messages} messages x ${c.receivers} receiver(s), ${c.mode}: ` +

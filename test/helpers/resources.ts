@@ -2,7 +2,7 @@
  * Servers, peers and anything else with a close() opened by one test in this process, closed
  * in afterEach (last opened, first closed); and totals of doorbell counters.
  */
-import { Peer, PeerServer, type DoorbellCounters, type PeerOptions, type PeerServerOptions } from '../../lib/index.js';
+import { Peer, PeerServer, type InterruptCounters, type PeerOptions, type PeerServerOptions } from '../../lib/index.js';
 import { uniqueSocketPath } from './paths.js';
 import { WAIT_MS } from './wait.js';
 
@@ -51,8 +51,8 @@ export class Resources {
 }
 
 /** The sum of several peers' counters. */
-export function sumCounters(list: readonly DoorbellCounters[]): DoorbellCounters {
-  const total: DoorbellCounters = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 };
-  for (const c of list) for (const k of Object.keys(total) as (keyof DoorbellCounters)[]) total[k] += c[k];
+export function sumCounters(list: readonly InterruptCounters[]): InterruptCounters {
+  const total: InterruptCounters = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 };
+  for (const c of list) for (const k of Object.keys(total) as (keyof InterruptCounters)[]) total[k] += c[k];
   return total;
 }
