@@ -54,7 +54,7 @@ function timerPairMs(): number {
 }
 
 export async function runMicro(options: MicroOptions): Promise<MicroResult[]> {
-  const server = PeerServer.listen({ socketPath: uniqueSocketPath('micro'), bitmask: true, size: 1 << 20, handleSignals: false });
+  const server = PeerServer.listen({ socketPath: uniqueSocketPath('micro'), bitmask: true, size: 1 << 20 });
   const closers: (() => void)[] = [() => server.close()];
   try {
     const a = await Peer.connect(server.socketPath, { bitmask: true });

@@ -56,7 +56,6 @@ export class Session {
       vectors: 1,
       size: SESSION_SHM_SIZE,
       maxPeers: 64,
-      handleSignals: false,
     });
     try {
       const workers = await pool.ensure(n, timeoutMs);

@@ -156,7 +156,6 @@ function runServer(flags: ServerFlags): void {
       maxPeers: flags.maxPeers,
       mode: flags.mode,
       bitmask: flags.bitmask === true,
-      handleSignals: false,
     });
     if (pidFile !== undefined) {
       try {

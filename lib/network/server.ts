@@ -44,11 +44,6 @@ export interface PeerServerOptions {
    * header's bit count (maxPeers rounded up to 64). Default false.
    */
   bitmask?: boolean;
-  /**
-   * Close on SIGINT/SIGTERM (default true). If nothing else listens for the signal, it is
-   * raised again after closing so the process ends as it would have.
-   */
-  handleSignals?: boolean;
 }
 
 export interface PeerInfo {
@@ -150,7 +145,6 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   /** Running out of fds (or failing to accept) has been reported, and no peer has joined since. */
   #admitTrouble = false;
   #acceptRetry: NodeJS.Timeout | null = null;
-  readonly #signalHandler: ((signal: NodeJS.Signals) => void) | null = null;
 
   /** The bitmask header's layout, or null without `bitmask`. */
   readonly header: HeaderLayout | null;
@@ -159,9 +153,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   /** IDs wrap here: 65536, or the header's bit count in bitmask mode. */
   readonly #idLimit: number;
 
-  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'handleSignals' | 'bitmask'>> & {
+  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'bitmask'>> & {
     shmName: string | undefined;
-    handleSignals: boolean;
     bitmask: boolean;
   }) {
     super();
@@ -202,15 +195,6 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();
-    if (options.handleSignals) {
-      this.#signalHandler = (signal) => {
-        this.close();
-        // Only re-raise if no one else wanted the signal: then the default action was expected.
-        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-      };
-      process.once('SIGINT', this.#signalHandler);
-      process.once('SIGTERM', this.#signalHandler);
-    }
   }
 
   /** Creates the shared memory and starts listening; clients can connect once this returns. */
@@ -222,9 +206,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const maxPeers = check.integer('maxPeers', options.maxPeers ?? DEFAULT_MAX_PEERS, 1, MAX_PEER_ID + 1);
     const mode = check.integer('mode', options.mode ?? 0o600, 0, 0o777);
     if (options.shmName !== undefined) check.string('shmName', options.shmName);
-    const handleSignals = options.handleSignals === undefined ? true : check.bool('handleSignals', options.handleSignals);
     const bitmask = options.bitmask === undefined ? false : check.bool('bitmask', options.bitmask);
-    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, handleSignals, bitmask });
+    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, bitmask });
   }
 
   /** Where the application's bytes begin: after the header in bitmask mode, else 0. */
@@ -248,10 +231,6 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#signalHandler !== null) {
-      process.off('SIGINT', this.#signalHandler);
-      process.off('SIGTERM', this.#signalHandler);
-    }
     if (this.#acceptRetry !== null) clearTimeout(this.#acceptRetry);
     this.#acceptWatcher.close();
     this.#listener.close();

@@ -20,7 +20,7 @@ export function closeTracked(): void {
 
 /** A server (64 KiB) and two peers that have seen each other join. */
 export async function twoPeers(options: { bitmask?: boolean } = {}): Promise<{ server: PeerServer; a: Peer; b: Peer }> {
-  const server = track(PeerServer.listen({ socketPath: uniqueSocketPath('net'), handleSignals: false, size: 1 << 16, ...options }));
+  const server = track(PeerServer.listen({ socketPath: uniqueSocketPath('net'), size: 1 << 16, ...options }));
   const a = track(await Peer.connect(server.socketPath, { bitmask: options.bitmask === true }));
   const b = track(await Peer.connect(server.socketPath, { bitmask: options.bitmask === true }));
   await a.waitForPeer(b.id);

@@ -17,9 +17,9 @@ export class Resources {
     this.#peer = defaults.peer ?? {};
   }
 
-  /** A PeerServer on a fresh socket path (handleSignals: false). */
+  /** A PeerServer on a fresh socket path. */
   listen(tag: string, options: PeerServerOptions = {}): PeerServer {
-    const server = PeerServer.listen({ socketPath: uniqueSocketPath(tag), handleSignals: false, ...this.#server, ...options });
+    const server = PeerServer.listen({ socketPath: uniqueSocketPath(tag), ...this.#server, ...options });
     this.#closers.push(() => server.close());
     return server;
   }

@@ -24,7 +24,7 @@ const files: string[] = [];
 function listen(tag: string, options: Parameters<typeof PeerServer.listen>[0] = {}): PeerServer {
   const socketPath = options.socketPath ?? uniqueSocketPath(tag);
   files.push(socketPath);
-  const server = PeerServer.listen({ handleSignals: false, ...options, socketPath });
+  const server = PeerServer.listen({ ...options, socketPath });
   servers.push(server);
   return server;
 }
@@ -423,7 +423,7 @@ describe('socket file and resources', () => {
     let error: unknown = null;
     process.kill(live.pid, 'SIGSTOP');
     try {
-      PeerServer.listen({ socketPath: path, vectors: 2, handleSignals: false });
+      PeerServer.listen({ socketPath: path, vectors: 2 });
     } catch (e) {
       error = e;
     } finally {
@@ -451,7 +451,7 @@ describe('socket file and resources', () => {
     const plain = uniqueSocketPath('not-a-socket');
     files.push(plain);
     writeFileSync(plain, 'keep me');
-    expect(() => PeerServer.listen({ socketPath: plain, handleSignals: false })).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_IN_USE' }));
+    expect(() => PeerServer.listen({ socketPath: plain })).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_IN_USE' }));
     expect(readFileSync(plain, 'utf8')).toBe('keep me');
   });
 
@@ -494,12 +494,12 @@ describe('socket file and resources', () => {
       const socketPath = uniqueSocketPath('vectors');
       const shmName = uniqueShmName('vectors');
       files.push(socketPath);
-      expect(() => PeerServer.listen({ socketPath, shmName, vectors, handleSignals: false })).toThrow(RangeError);
+      expect(() => PeerServer.listen({ socketPath, shmName, vectors })).toThrow(RangeError);
       expect(existsSync(socketPath)).toBe(false);
       expect(existsSync(`/dev/shm${shmName}`)).toBe(false);
     }
     // The bounds themselves are fine.
-    for (const vectors of [1, 64]) servers.push(PeerServer.listen({ socketPath: uniqueSocketPath('vectors'), vectors, handleSignals: false }));
+    for (const vectors of [1, 64]) servers.push(PeerServer.listen({ socketPath: uniqueSocketPath('vectors'), vectors }));
     expect(servers.map((s) => s.vectors)).toEqual([1, 64]);
   });
 

@@ -108,7 +108,7 @@ describe('regions larger than 4 GiB', () => {
   });
 
   it('PeerServer.listen({ size: 8 GiB, bitmask: true }) writes its header and keeps the live bits', async () => {
-    const server = PeerServer.listen({ socketPath: uniqueSocketPath('big'), size: 8 * GiB, bitmask: true, handleSignals: false });
+    const server = PeerServer.listen({ socketPath: uniqueSocketPath('big'), size: 8 * GiB, bitmask: true });
     cleanups.push(() => server.close());
     const peer = await Peer.connect(server.socketPath, { bitmask: true });
     cleanups.push(() => peer.close());
@@ -147,7 +147,7 @@ describe('Peer.connect maxSize', () => {
   });
 
   it('ivshmem peer --max-size refuses a larger region and says why', async () => {
-    const server = PeerServer.listen({ socketPath: uniqueSocketPath('cli-max'), size: 1 << 20, handleSignals: false });
+    const server = PeerServer.listen({ socketPath: uniqueSocketPath('cli-max'), size: 1 << 20 });
     cleanups.push(() => server.close());
     const r = await run(['peer', '-S', server.socketPath, '--max-size', '64K']);
     expect(r.code).toBe(1);

@@ -108,7 +108,7 @@ describe('fds held unread by clients', () => {
     // dropped it only at 4096 queued messages. Now the queue refers to the peers' own eventfds,
     // and an announcement it has not been sent yet goes with the peer that leaves.
     const VECTORS = 64;
-    const server = PeerServer.listen({ socketPath: uniqueSocketPath('unread'), vectors: VECTORS, handleSignals: false });
+    const server = PeerServer.listen({ socketPath: uniqueSocketPath('unread'), vectors: VECTORS });
     servers.push(server);
     const events = new EventRecorder(server, ['peer-joined', 'peer-left', 'warning']);
     const a = await connect(server.socketPath, VECTORS);

@@ -1,12 +1,15 @@
-/** A peer's listeners and options: a throwing listener is the application's error, not a lost server; bad options leave nothing open. */
-import { afterEach, describe, expect, it } from 'vitest';
+/**
+ * A peer's listeners and options: a throwing listener is the application's error, not a lost
+ * server; bad options leave nothing open; the server leaves the process's signals alone.
+ */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { Peer } from '../../lib/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Peer, PeerServer } from '../../lib/index.js';
+import { closeTracked, track, twoPeers } from '../helpers/network.js';
 import { requireBuilt, uniqueSocketPath } from '../helpers/paths.js';
 
 const run = promisify(execFile);
-import { closeTracked, track, twoPeers } from '../helpers/network.js';
 
 afterEach(closeTracked);
 
@@ -15,7 +18,7 @@ describe('peers', () => {
     const index = requireBuilt();
     const script = `
       import { PeerServer, Peer } from ${JSON.stringify(index)};
-      const server = PeerServer.listen({ socketPath: ${JSON.stringify(uniqueSocketPath('throw'))}, handleSignals: false });
+      const server = PeerServer.listen({ socketPath: ${JSON.stringify(uniqueSocketPath('throw'))} });
       const a = await Peer.connect(server.socketPath);
       a.on('server-lost', () => { console.log('server-lost'); });
       a.on('peer-joined', () => { throw new Error('user listener bug'); });
@@ -38,5 +41,15 @@ describe('connect with bad options', () => {
     const before = fds();
     await expect(Peer.connect(server.socketPath, { maxVectors: 0 })).rejects.toThrow(RangeError);
     expect(fds()).toBe(before);
+  });
+});
+
+describe('signals', () => {
+  it('PeerServer installs no signal handlers of its own (the CLI does, for its process)', () => {
+    const before = { int: process.listenerCount('SIGINT'), term: process.listenerCount('SIGTERM') };
+    const server = track(PeerServer.listen({ socketPath: uniqueSocketPath('signals') }));
+    expect({ int: process.listenerCount('SIGINT'), term: process.listenerCount('SIGTERM') }).toEqual(before);
+    server.close();
+    expect({ int: process.listenerCount('SIGINT'), term: process.listenerCount('SIGTERM') }).toEqual(before);
   });
 });

@@ -19,7 +19,7 @@ const servers: PeerServer[] = [];
 const peers: Peer[] = [];
 
 function listen(tag: string, options: Parameters<typeof PeerServer.listen>[0] = {}): PeerServer {
-  const server = PeerServer.listen({ socketPath: uniqueSocketPath(tag), handleSignals: false, ...options });
+  const server = PeerServer.listen({ socketPath: uniqueSocketPath(tag), ...options });
   servers.push(server);
   return server;
 }
