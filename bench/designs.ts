@@ -16,16 +16,8 @@
  * - ivshmem: the library's BitmaskDoorbell with no device model at all (the ivshmem-pingpong
  *   baseline); its traps and injections are the native counters' signals and interrupts.
  */
-import {
-  BitmaskDevice,
-  BitmaskDoorbell,
-  Legacy2010Device,
-  LEGACY_BROADCAST,
-  QemuDevice,
-  type DeviceStats,
-  type InterruptCounters,
-  type Peer,
-} from '../lib/index.js';
+import { BitmaskDoorbell, type InterruptCounters, type Peer } from '../lib/index.js';
+import { BitmaskDevice, Legacy2010Device, LEGACY_BROADCAST, QemuDevice, type DeviceStats } from '../lib/devices/index.js';
 import { countsSince } from '../lib/devices/registers.js';
 import type { AdapterName, Totals } from './types.js';
 

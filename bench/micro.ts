@@ -6,7 +6,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Bench } from 'tinybench';
-import { BitmaskDevice, BitmaskDoorbell, EventFd, Peer, PeerServer } from '../lib/index.js';
+import { BitmaskDoorbell, Peer, PeerServer } from '../lib/index.js';
+import { EventFd } from '../lib/sys/index.js';
+import { BitmaskDevice } from '../lib/devices/index.js';
 import { native } from '../lib/sys/binding.js';
 import { uniqueSocketPath } from './paths.js';
 import type { MicroResult } from './types.js';

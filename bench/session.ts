@@ -5,7 +5,7 @@
  * in three steps — prepare every worker, go, collect — each bounded by the cell's deadline.
  */
 import { PeerServer } from '../lib/index.js';
-import { LEGACY_STATE_BYTES } from '../lib/index.js';
+import { LEGACY_STATE_BYTES } from '../lib/devices/index.js';
 import { place, type Placement } from './affinity.js';
 import { uniqueSocketPath } from './paths.js';
 import { BenchError, withTimeout, type Worker, type WorkerPool } from './pool.js';

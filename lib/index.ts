@@ -1,15 +1,15 @@
+/**
+ * `ivshmem`: peers, the server, the bitmask doorbell, channels and errors. The building blocks
+ * below them are in `ivshmem/sys`, the formats in `ivshmem/protocol`, the register models of
+ * the three designs in `ivshmem/devices`.
+ */
 export * from './core/errors.js';
-export { SharedMemory, normalizeShmName, type CreateOptions, type FromFdOptions, type Seals, type MemoryView } from './sys/shared-memory.js';
-export { EventFd } from './sys/eventfd.js';
-export { FdWatcher, type FdWatcherEvents } from './sys/watcher.js';
-export { UnixSocket, MESSAGE_SIZE, type Received, type ListenOptions } from './sys/unix-socket.js';
-export { closeFd } from './sys/fd.js';
-export * from './protocol/wire.js';
 export {
   PeerServer,
   DEFAULT_SOCKET_PATH,
   DEFAULT_SIZE,
   DEFAULT_MAX_PEERS,
+  MAX_QUEUED,
   MAX_SERVER_VECTORS,
   roundUpToPowerOfTwo,
   type PeerServerOptions,
@@ -18,11 +18,8 @@ export {
   type LeaveReason,
 } from './network/server.js';
 export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './network/peer.js';
-export { BitmaskDoorbell, type ReceiveOptions } from './doorbell/bitmask-doorbell.js';
-export { HEADER_MAGIC, HEADER_VERSION, headerLayout, readHeader, type HeaderLayout } from './protocol/header.js';
-export type { InterruptCounters, DoorbellCounters } from './sys/interrupt-table.js';
 export type { Endpoint, EndpointEvents, PendingBits, PeerVectors } from './endpoint/endpoint.js';
-export * from './devices/index.js';
+export { BitmaskDoorbell, type ReceiveOptions } from './doorbell/bitmask-doorbell.js';
 export {
   ChannelProducer,
   ChannelConsumer,
@@ -40,3 +37,8 @@ export {
   type ProducerEvents,
   type ConsumerEvents,
 } from './channel/channel.js';
+// Types that appear in the signatures above (their classes and functions live in the subpaths).
+export type { SharedMemory, MemoryView, Seals } from './sys/shared-memory.js';
+export type { InterruptCounters } from './sys/interrupt-table.js';
+export type { HeaderLayout } from './protocol/header.js';
+export type { ChannelInfo } from './protocol/channel-layout.js';

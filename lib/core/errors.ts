@@ -43,12 +43,14 @@ export class IvshmemError extends Error {
 }
 
 export class ClosedError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.CLOSED;
   constructor(what: string) {
     super(ErrorCodes.CLOSED, `${what} is closed`);
   }
 }
 
 export class LoadError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.LOAD;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.LOAD, message, options);
   }
@@ -71,6 +73,7 @@ export type ProtocolErrorReason =
   | 'after-error';
 
 export class ProtocolError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.PROTOCOL;
   readonly reason: ProtocolErrorReason;
   constructor(reason: ProtocolErrorReason, message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.PROTOCOL, message, options);
@@ -79,36 +82,42 @@ export class ProtocolError extends IvshmemError {
 }
 
 export class HeaderError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.HEADER;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.HEADER, message, options);
   }
 }
 
 export class RefusedError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.REFUSED;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.REFUSED, message, options);
   }
 }
 
 export class InUseError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.IN_USE;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.IN_USE, message, options);
   }
 }
 
 export class TimeoutError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.TIMEOUT;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.TIMEOUT, message, options);
   }
 }
 
 export class CorruptError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.CORRUPT;
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCodes.CORRUPT, message, options);
   }
 }
 
 export class PeerLeftError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.PEER_LEFT;
   readonly peer: number;
   constructor(peer: number, message: string) {
     super(ErrorCodes.PEER_LEFT, message);
@@ -117,6 +126,7 @@ export class PeerLeftError extends IvshmemError {
 }
 
 export class TooLargeError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.TOO_LARGE;
   /** The object's size in bytes. */
   readonly size: number;
   /** The largest size allowed. */
@@ -127,6 +137,22 @@ export class TooLargeError extends IvshmemError {
     this.limit = limit;
   }
 }
+
+/**
+ * Every error of this package's own, as a union whose `code` tells them apart:
+ * `switch (error.code)` narrows to the class (`case ErrorCodes.TOO_LARGE: error.limit`).
+ */
+export type IvshmemErrorType =
+  | ClosedError
+  | LoadError
+  | ProtocolError
+  | HeaderError
+  | RefusedError
+  | InUseError
+  | TimeoutError
+  | CorruptError
+  | PeerLeftError
+  | TooLargeError;
 
 /** Shape of the system errors the native layer throws (the same as Node's own). */
 export interface SystemError extends Error {
@@ -141,7 +167,7 @@ function hasCode(error: unknown, code: string): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
 }
 
-export function isIvshmemError(error: unknown): error is IvshmemError {
+export function isIvshmemError(error: unknown): error is IvshmemErrorType {
   const code = (error as { code?: unknown } | null)?.code;
   return (
     error instanceof Error &&

@@ -30,8 +30,6 @@ export interface InterruptCounters {
   /** Clears of the own pending bit. */
   acks: number;
 }
-/** @deprecated The old name of InterruptCounters. */
-export type DoorbellCounters = InterruptCounters;
 type CounterName = keyof InterruptCounters;
 
 // The order of the counters is the addon's (its one list, native/interrupt_table.h); this side

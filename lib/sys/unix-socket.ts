@@ -8,7 +8,8 @@ import { ClosedError } from '../core/errors.js';
 import { FdWatcher } from './watcher.js';
 import * as check from '../core/validate.js';
 
-export const MESSAGE_SIZE = 8;
+// QEMU's framing (protocol/wire.ts exports MESSAGE_SIZE); the native socket enforces it too.
+const MESSAGE_SIZE = 8;
 
 export type Received =
   /** A whole message; `fd` (owned by the caller from now on) is the one that came with it. */

@@ -11,14 +11,7 @@
  * of exactly maxMessage goes through on an empty ring wherever the index stands.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  ChannelConsumer,
-  ChannelProducer,
-  createChannel,
-  maxMessage,
-  type Peer,
-  type ReceivedMessage,
-} from '../../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createChannel, maxMessage, type Peer, type ReceivedMessage } from '../../lib/index.js';
 import { consumeAll, Verifier } from '../fixtures/channel/common.mjs';
 import { LONG_WAIT_MS, settled, sleep, within } from '../helpers/wait.js';
 import { fromProducerChild, report, useResources } from './helpers.js';

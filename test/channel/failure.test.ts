@@ -19,25 +19,7 @@
  * - Regressions (the block at the end): bugs found in lib/channel/channel.ts by these tests, now fixed.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  ChannelConsumer,
-  ChannelProducer,
-  channelBytes,
-  ClosedError,
-  CorruptError,
-  createChannel,
-  ErrorCodes,
-  isCorruptError,
-  isPeerLeftError,
-  isTimeoutError,
-  maxMessage,
-  PeerLeftError,
-  type Peer,
-  TimeoutError,
-  waitForChannel,
-  type PeerServer,
-  type ReceivedMessage,
-} from '../../lib/index.js';
+import { ChannelConsumer, ChannelProducer, channelBytes, ClosedError, CorruptError, createChannel, ErrorCodes, isCorruptError, isPeerLeftError, isTimeoutError, maxMessage, PeerLeftError, type Peer, TimeoutError, waitForChannel, type PeerServer, type ReceivedMessage } from '../../lib/index.js';
 import { consumeAll, recordSize, Verifier } from '../fixtures/channel/common.mjs';
 import { mulberry32 } from '../fixtures/common.mjs';
 import { startServerChild } from '../helpers/children.js';

@@ -5,19 +5,9 @@
  * timeout; "nothing happened" is checked after a few event-loop turns and a short wait.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  BitmaskDevice,
-  BitmaskDoorbell,
-  ErrorCodes,
-  HeaderError,
-  HEADER_VERSION,
-  Legacy2010Device,
-  LEGACY_BROADCAST,
-  Peer,
-  QemuDevice,
-  readHeader,
-  type PeerServer,
-} from '../../lib/index.js';
+import { BitmaskDoorbell, ErrorCodes, HeaderError, Peer, type PeerServer } from '../../lib/index.js';
+import { HEADER_VERSION, readHeader } from '../../lib/protocol/index.js';
+import { BitmaskDevice, Legacy2010Device, LEGACY_BROADCAST, QemuDevice } from '../../lib/devices/index.js';
 import { startServerChild } from '../helpers/children.js';
 import { Tally, next, settle, waitFor } from '../helpers/wait.js';
 import { knowsAll, pendingBit, useResources } from '../doorbell/helpers.js';

@@ -1,6 +1,6 @@
 /** A device model outliving its peer. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Legacy2010Device } from '../../lib/index.js';
+import { Legacy2010Device } from '../../lib/devices/index.js';
 import { closeTracked, track, twoPeers } from '../helpers/network.js';
 
 afterEach(closeTracked);

@@ -8,19 +8,7 @@
  * that the register maps say what the types are built from.
  */
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import {
-  BITMASK_REGISTERS,
-  LEGACY2010_REGISTERS,
-  QEMU_REGISTERS,
-  type BitmaskDevice,
-  type BitmaskRegisters,
-  type Legacy2010Device,
-  type Legacy2010Registers,
-  type QemuDevice,
-  type QemuRegisters,
-  type ReadableOf,
-  type WritableOf,
-} from '../../lib/index.js';
+import { BITMASK_REGISTERS, LEGACY2010_REGISTERS, QEMU_REGISTERS, type BitmaskDevice, type BitmaskRegisters, type Legacy2010Device, type Legacy2010Registers, type QemuDevice, type QemuRegisters, type ReadableOf, type WritableOf } from '../../lib/devices/index.js';
 
 function legacyMisuse(d: Legacy2010Device): void {
   // Correct uses compile.

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { BitWords, headerLayout, writeHeader } from '../../lib/protocol/header.js';
 import { InterruptTable } from '../../lib/sys/interrupt-table.js';
-import { EventFd, SharedMemory } from '../../lib/index.js';
+import { EventFd, SharedMemory } from '../../lib/sys/index.js';
 import { copyOf } from '../helpers/eventfds.js';
 import { JsonChild } from '../helpers/children.js';
 import { findOnPath, isCi } from '../helpers/env.js';

@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { headerLayout, writeHeader } from '../../lib/protocol/header.js';
 import { InterruptTable } from '../../lib/sys/interrupt-table.js';
-import { BitmaskDoorbell, EventFd, SharedMemory } from '../../lib/index.js';
+import { BitmaskDoorbell } from '../../lib/index.js';
+import { EventFd, SharedMemory } from '../../lib/sys/index.js';
 import { copyOf, saturate } from '../helpers/eventfds.js';
 import { waitFor } from '../helpers/wait.js';
 import { pendingBit, useResources } from './helpers.js';

@@ -8,7 +8,9 @@
  * a crash shows up as a failed assertion instead of an uncaught error in the test process.
  */
 import { describe, expect, it } from 'vitest';
-import { BitmaskDoorbell, Peer, readHeader, UnixSocket, type PeerServer } from '../../lib/index.js';
+import { BitmaskDoorbell, Peer, type PeerServer } from '../../lib/index.js';
+import { UnixSocket } from '../../lib/sys/index.js';
+import { readHeader } from '../../lib/protocol/index.js';
 import { JsonChild, startServerChild } from '../helpers/children.js';
 import { Tally, next, settle, waitFor } from '../helpers/wait.js';
 import { bitIds, knowsAll, liveBit, pendingBit, useResources } from './helpers.js';

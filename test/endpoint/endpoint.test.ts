@@ -9,20 +9,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BitWords, headerLayout, writeHeader, type HeaderLayout } from '../../lib/protocol/header.js';
 import { InterruptTable, type InterruptCounters } from '../../lib/sys/interrupt-table.js';
 import { lowBuffer } from '../../lib/sys/shared-memory.js';
-import {
-  BitmaskDoorbell,
-  ChannelConsumer,
-  ChannelProducer,
-  ClosedError,
-  createChannel,
-  EventFd,
-  QemuDevice,
-  SharedMemory,
-  type Endpoint,
-  type EndpointEvents,
-  type PeerVectors,
-  type PendingBits,
-} from '../../lib/index.js';
+import { BitmaskDoorbell, ChannelConsumer, ChannelProducer, ClosedError, createChannel, type Endpoint, type EndpointEvents, type PeerVectors, type PendingBits } from '../../lib/index.js';
+import { EventFd, SharedMemory } from '../../lib/sys/index.js';
+import { QemuDevice } from '../../lib/devices/index.js';
 import { copyOf } from '../helpers/eventfds.js';
 import { closeTracked, track } from '../helpers/network.js';
 import { waitFor } from '../helpers/wait.js';

@@ -3,7 +3,7 @@
  * adopts what it is given), and a saturated eventfd makes the write of a ring fail for real.
  */
 import { native } from '../../lib/sys/binding.js';
-import type { EventFd } from '../../lib/index.js';
+import type { EventFd } from '../../lib/sys/index.js';
 
 /** A new fd number on the same eventfd as `ev`, for a table to adopt. */
 export function copyOf(ev: EventFd): number {

@@ -9,7 +9,8 @@
 import { existsSync, lstatSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Peer, PeerServer, UnixSocket } from '../../lib/index.js';
+import { Peer, PeerServer } from '../../lib/index.js';
+import { UnixSocket } from '../../lib/sys/index.js';
 import { killAllChildren, startServerChild } from '../helpers/children.js';
 import { uniqueShmName, uniqueSocketPath } from '../helpers/paths.js';
 import { EventRecorder, waitFor, within } from '../helpers/wait.js';

@@ -1,7 +1,8 @@
 /** A hostile ivshmem server for the peer-side tests of test/network/. */
 import { ftruncateSync } from 'node:fs';
 import { native } from '../../lib/sys/binding.js';
-import { EventFd, UnixSocket, encodeMessage, greeting, peerVectors } from '../../lib/index.js';
+import { EventFd, UnixSocket } from '../../lib/sys/index.js';
+import { encodeMessage, greeting, peerVectors } from '../../lib/protocol/index.js';
 import { uniqueSocketPath } from '../helpers/paths.js';
 
 /**

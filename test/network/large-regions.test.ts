@@ -6,7 +6,8 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
-import { DEFAULT_MAX_SIZE, Peer, PeerServer, SharedMemory, isTooLargeError } from '../../lib/index.js';
+import { DEFAULT_MAX_SIZE, Peer, PeerServer, isTooLargeError } from '../../lib/index.js';
+import { SharedMemory } from '../../lib/sys/index.js';
 import { ivshmem, run } from '../fixtures/cli/child.js';
 import { JsonChild, killAllChildren, type ChildMessage } from '../helpers/children.js';
 import { uniqueSocketPath } from '../helpers/paths.js';

@@ -7,7 +7,8 @@
 import { ftruncateSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
-import { Peer, SharedMemory, isHeaderError } from '../../lib/index.js';
+import { Peer, isHeaderError } from '../../lib/index.js';
+import { SharedMemory } from '../../lib/sys/index.js';
 import { killAllChildren, startServerChild, type ServerChild } from '../helpers/children.js';
 import { uniqueShmName } from '../helpers/paths.js';
 import { within } from '../helpers/wait.js';

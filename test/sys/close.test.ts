@@ -1,15 +1,7 @@
 import { unlinkSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  ClosedError,
-  ErrorCodes,
-  EventFd,
-  FdWatcher,
-  SharedMemory,
-  UnixSocket,
-  isClosedError,
-  isIvshmemError,
-} from '../../lib/index.js';
+import { ClosedError, ErrorCodes, isClosedError, isIvshmemError } from '../../lib/index.js';
+import { EventFd, FdWatcher, SharedMemory, UnixSocket } from '../../lib/sys/index.js';
 import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
 import { fdIsOpen, mapsMatching, thrown } from './helpers.js';
 

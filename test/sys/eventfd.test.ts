@@ -3,7 +3,7 @@ import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
-import { EventFd, FdWatcher, SharedMemory } from '../../lib/index.js';
+import { EventFd, FdWatcher, SharedMemory } from '../../lib/sys/index.js';
 import { useTempDir } from '../helpers/paths.js';
 import { waitFor } from '../helpers/wait.js';
 import { fdIsOpen, fdTarget, idleTurns, systemError, thrown } from './helpers.js';

@@ -9,7 +9,7 @@ import { openSync } from 'node:fs';
 import { native } from '../../lib/sys/binding.js';
 import { InterruptTable } from '../../lib/sys/interrupt-table.js';
 import { headerLayout, writeHeader } from '../../lib/protocol/header.js';
-import { EventFd, SharedMemory } from '../../lib/index.js';
+import { EventFd, SharedMemory } from '../../lib/sys/index.js';
 import { copyOf, saturate } from '../helpers/eventfds.js';
 import { closeTracked, track } from '../helpers/network.js';
 import { waitFor } from '../helpers/wait.js';

@@ -6,7 +6,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
-import { EventFd, FdWatcher, SharedMemory, UnixSocket, closeFd } from '../../lib/index.js';
+import { EventFd, FdWatcher, SharedMemory, UnixSocket, closeFd } from '../../lib/sys/index.js';
 import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
 import { turn } from '../helpers/wait.js';
 import { fdCount, fdTargets, mapsLines } from './helpers.js';

@@ -1,7 +1,8 @@
 import { existsSync, fstatSync, statSync, unlinkSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
-import { SharedMemory, UnixSocket, isSystemError, normalizeShmName, type SystemError } from '../../lib/index.js';
+import { isSystemError, type SystemError } from '../../lib/index.js';
+import { SharedMemory, UnixSocket, normalizeShmName } from '../../lib/sys/index.js';
 import { killAllChildren, type JsonChild } from '../helpers/children.js';
 import { uniqueShmName, uniqueSocketPath, useTempDir } from '../helpers/paths.js';
 import { waitFor } from '../helpers/wait.js';

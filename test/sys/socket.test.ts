@@ -2,7 +2,9 @@ import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'n
 import { createConnection, type Socket as NetSocket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeFd, EventFd, MESSAGE_SIZE, SharedMemory, UnixSocket, type SystemError } from '../../lib/index.js';
+import { type SystemError } from '../../lib/index.js';
+import { closeFd, EventFd, SharedMemory, UnixSocket } from '../../lib/sys/index.js';
+import { MESSAGE_SIZE } from '../../lib/protocol/index.js';
 import { JsonChild, killAllChildren } from '../helpers/children.js';
 import { uniqueSocketPath, useTempDir } from '../helpers/paths.js';
 import { waitFor } from '../helpers/wait.js';

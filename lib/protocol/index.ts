@@ -1,0 +1,18 @@
+/**
+ * `ivshmem/protocol`: the formats as pure code, no I/O — the ivshmem-server wire protocol
+ * (docs/protocol.md), the bitmask header (docs/header.md) and the channel layout
+ * (docs/channel.md).
+ */
+export * from './wire.js';
+export { HEADER_MAGIC, HEADER_VERSION, HeaderField, headerLayout, readHeader, writeHeader, type HeaderLayout } from './header.js';
+export {
+  CHANNEL_MAGIC,
+  CHANNEL_VERSION,
+  CHANNEL_HEADER_BYTES,
+  RECORD_ALIGN,
+  PAD,
+  Word,
+  recordSize,
+  readChannelHeader,
+  type ChannelInfo,
+} from './channel-layout.js';

@@ -1,0 +1,17 @@
+/**
+ * `ivshmem/sys`: the operating-system building blocks under the network — shared memory,
+ * eventfds, fd readiness, UNIX sockets with fd passing. Errors are in the root entry.
+ */
+export {
+  SharedMemory,
+  normalizeShmName,
+  type CreateOptions,
+  type FromFdOptions,
+  type Seals,
+  type MemoryView,
+} from './shared-memory.js';
+export { EventFd } from './eventfd.js';
+export { FdWatcher, type FdWatcherEvents } from './watcher.js';
+export { UnixSocket, type Received, type ListenOptions } from './unix-socket.js';
+export { closeFd } from './fd.js';
+export type { InterruptCounters } from './interrupt-table.js';
