@@ -1,6 +1,6 @@
 /**
  * The three doorbell designs, semantics first: each test fails if the design's documented
- * behaviour breaks (docs: /work/shared/design/doorbell-protocols.md, qemu-ivshmem.md).
+ * behaviour breaks (docs/doorbells.md, docs/protocol.md).
  * One server and a few Peers in this process; every wait is event-driven with a generous
  * timeout; "nothing happened" is checked after a few event-loop turns and a short wait.
  */

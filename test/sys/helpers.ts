@@ -1,5 +1,5 @@
 /**
- * Helpers of the foundation suites: /proc/self counters, event-driven waits on watchers and
+ * Helpers of the sys suites: /proc/self counters, event-driven waits on watchers and
  * sockets, fixtures (test/fixtures/sys/) run as children, and errors thrown.
  *
  * Waits never assert on time: every wait has a generous timeout that only turns a hang into a
