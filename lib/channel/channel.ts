@@ -1,7 +1,7 @@
 /**
  * Channels: single-producer / single-consumer rings of variable-length messages in the shared
  * memory, notified through the bitmask doorbell. While the consumer is busy its pending bit
- * stays set and the producer's rings cost nothing; a full ring makes the producer wait for
+ * stays set and the producer's rings cost nothing; a full buffer makes the producer wait for
  * space, and the consumer wakes it through the doorbell in the other direction, again only on
  * the 0->1 edge. Byte layout: docs/channel.md.
  */
@@ -66,8 +66,11 @@ export async function waitForChannel(peer: Endpoint, offset: number, timeout = 5
   }
 }
 
-/** One ring as seen from either end. */
-class Ring {
+/**
+ * One channel's record buffer (a circular SPSC buffer of length-prefixed records) as seen from
+ * either end. Not called a "ring": in this package to ring is what a doorbell does.
+ */
+class RecordBuffer {
   readonly words: Uint32Array;
   readonly data: Uint8Array;
   readonly lengths: Uint32Array;
@@ -103,13 +106,13 @@ class Ring {
   }
 }
 
-function openRing(peer: Endpoint, offset: number, role: 'producer' | 'consumer'): Ring {
+function openRecordBuffer(peer: Endpoint, offset: number, role: 'producer' | 'consumer'): RecordBuffer {
   check.integer('offset', offset, 0);
   const info = readChannelHeader(lowBuffer(peer.shm), offset);
   if (info[role] !== peer.id) {
     throw new RangeError(`the channel at ${offset} has ${role} ${info[role]}, not this peer (${peer.id})`);
   }
-  return new Ring(peer, offset, info);
+  return new RecordBuffer(peer, offset, info);
 }
 
 export interface ProducerEvents {
@@ -119,7 +122,7 @@ export interface ProducerEvents {
 
 /** The sending end of a channel. */
 export class ChannelProducer extends EventEmitter<ProducerEvents> implements Disposable {
-  readonly #ring: Ring;
+  readonly #buffer: RecordBuffer;
   readonly #reactor: Reactor;
   #head: number;
   #closed = false;
@@ -144,22 +147,22 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     },
   };
   readonly #onLeft = (id: number): void => {
-    if (id !== this.#ring.info.consumer) return;
+    if (id !== this.#buffer.info.consumer) return;
     this.#consumerLeft = true;
     this.#source.dispatch();
     this.emit('consumer-left');
   };
   // Rings made before the consumer was known were skipped: make up for them (a spare ring is harmless).
   readonly #onJoined = (id: number): void => {
-    if (id === this.#ring.info.consumer && !this.#closed) this.#ringConsumer();
+    if (id === this.#buffer.info.consumer && !this.#closed) this.#ringConsumer();
   };
   readonly #onPeerClosed = (): void => this.#source.dispatch();
 
   constructor(peer: Endpoint, offset: number) {
     super();
-    this.#ring = openRing(peer, offset, 'producer');
+    this.#buffer = openRecordBuffer(peer, offset, 'producer');
     this.#reactor = Reactor.of(peer);
-    this.#head = this.#ring.head();
+    this.#head = this.#buffer.head();
     peer.on('peer-left', this.#onLeft);
     peer.on('peer-joined', this.#onJoined);
     peer.once('close', this.#onPeerClosed);
@@ -167,14 +170,14 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
 
   /** Largest message this channel carries. */
   get maxMessage(): number {
-    return this.#ring.max;
+    return this.#buffer.max;
   }
 
   get consumer(): number {
-    return this.#ring.info.consumer;
+    return this.#buffer.info.consumer;
   }
 
-  /** Sends one message if it fits now; false if the ring is full. RangeError if it can never fit. */
+  /** Sends one message if it fits now; false if the buffer is full. RangeError if it can never fit. */
   trySend(message: Uint8Array): boolean {
     this.#live();
     if (!this.#write(message)) return false;
@@ -182,7 +185,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     return true;
   }
 
-  /** Sends as many of `messages` as fit now, with one publication and one ring; returns how many. */
+  /** Sends as many of `messages` as fit now, with one publication and one buffer; returns how many. */
   trySendBatch(messages: readonly Uint8Array[]): number {
     this.#live();
     const start = this.#head;
@@ -198,7 +201,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     return sent;
   }
 
-  /** Sends one message, waiting for space while the ring is full. */
+  /** Sends one message, waiting for space while the buffer is full. */
   async send(message: Uint8Array): Promise<void> {
     // With room and nobody queued ahead, no promise round: the common case stays cheap.
     if (this.#waiters === 0 && this.trySend(message)) return;
@@ -231,13 +234,13 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#ring.peer.off('peer-left', this.#onLeft);
-    this.#ring.peer.off('peer-joined', this.#onJoined);
-    this.#ring.peer.off('close', this.#onPeerClosed);
+    this.#buffer.peer.off('peer-left', this.#onLeft);
+    this.#buffer.peer.off('peer-joined', this.#onJoined);
+    this.#buffer.peer.off('close', this.#onPeerClosed);
     this.#reactor.remove(this.#source);
     this.#source.dispatch(); // a send waiting for space now fails with ClosedError
-    if (this.#ring.peer.closed) return;
-    Atomics.store(this.#ring.words, Word.closed, 1);
+    if (this.#buffer.peer.closed) return;
+    Atomics.store(this.#buffer.words, Word.closed, 1);
     this.#ringConsumer();
   }
 
@@ -246,34 +249,34 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   }
 
   #live(): void {
-    if (this.#closed || this.#ring.peer.closed) throw new ClosedError('ChannelProducer');
+    if (this.#closed || this.#buffer.peer.closed) throw new ClosedError('ChannelProducer');
     if (this.#consumerLeft) {
-      throw new PeerLeftError(this.#ring.info.consumer, `the consumer (peer ${this.#ring.info.consumer}) left`);
+      throw new PeerLeftError(this.#buffer.info.consumer, `the consumer (peer ${this.#buffer.info.consumer}) left`);
     }
   }
 
   /** Writes one record after the last unpublished one; false if there is no room. */
   #write(message: Uint8Array): boolean {
     check.bytes('message', message);
-    const ring = this.#ring;
+    const buffer = this.#buffer;
     const length = message.byteLength;
-    if (length > ring.max) {
-      throw new RangeError(`a message of ${length} bytes is larger than this channel carries (${ring.max})`);
+    if (length > buffer.max) {
+      throw new RangeError(`a message of ${length} bytes is larger than this channel carries (${buffer.max})`);
     }
     const size = recordSize(length);
-    const pos = this.#head & ring.mask;
-    const contiguous = ring.capacity - pos;
+    const pos = this.#head & buffer.mask;
+    const contiguous = buffer.capacity - pos;
     const need = contiguous < size ? contiguous + size : size;
-    if (ring.capacity - ring.used(this.#head, ring.tail()) < need) return false;
+    if (buffer.capacity - buffer.used(this.#head, buffer.tail()) < need) return false;
     let at = pos;
     if (contiguous < size) {
       // The record would straddle the end: pad to it, and put the record at the start.
-      ring.lengths[pos >> 2] = PAD;
+      buffer.lengths[pos >> 2] = PAD;
       this.#head = (this.#head + contiguous) >>> 0;
       at = 0;
     }
-    ring.data.set(message, at + 4);
-    ring.lengths[at >> 2] = length;
+    buffer.data.set(message, at + 4);
+    buffer.lengths[at >> 2] = length;
     this.#head = (this.#head + size) >>> 0;
     return true;
   }
@@ -281,34 +284,34 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   /** Commits the records written so far (one store: the consumer reads nothing beyond it, so a
    * producer dying mid-record never shows a torn message), then rings. */
   #publish(): void {
-    Atomics.store(this.#ring.words, Word.head, this.#head);
+    Atomics.store(this.#buffer.words, Word.head, this.#head);
     this.#ringConsumer();
   }
 
   #ringConsumer(): void {
-    const consumer = this.#ring.info.consumer;
-    // Not joined yet (or gone): it reads the ring before it ever sleeps, so nothing is lost.
-    if (this.#ring.peer.vectorsOf(consumer) === 0) return;
+    const consumer = this.#buffer.info.consumer;
+    // Not joined yet (or gone): it reads the buffer before it ever sleeps, so nothing is lost.
+    if (this.#buffer.peer.vectorsOf(consumer) === 0) return;
     this.#reactor.doorbell.ring(consumer);
   }
 
   #hasSpace(): boolean {
-    const ring = this.#ring;
-    return ring.capacity - ring.used(this.#head, ring.tail()) >= this.#need;
+    const buffer = this.#buffer;
+    return buffer.capacity - buffer.used(this.#head, buffer.tail()) >= this.#need;
   }
 
   #state(): SourceState {
     if (this.#resolveSpace === null) return 'idle';
-    if (this.#closed || this.#ring.peer.closed || this.#consumerLeft || this.#hasSpace()) return 'actionable';
+    if (this.#closed || this.#buffer.peer.closed || this.#consumerLeft || this.#hasSpace()) return 'actionable';
     // Still no room. The consumer clears the flag when it rings us, so arm it again before
     // this peer goes back to sleep, and look once more (the same order as #waitForSpace).
-    Atomics.store(this.#ring.words, Word.waiting, 1);
+    Atomics.store(this.#buffer.words, Word.waiting, 1);
     return this.#hasSpace() ? 'actionable' : 'waiting';
   }
 
   async #waitForSpace(need: number): Promise<void> {
-    this.#need = Math.min(need, this.#ring.capacity);
-    const words = this.#ring.words;
+    this.#need = Math.min(need, this.#buffer.capacity);
+    const words = this.#buffer.words;
     // Announce that we wait, then look again: either we see the consumer's new tail, or the
     // consumer (which stores its tail, then reads this flag) sees the flag and rings us.
     Atomics.store(words, Word.waiting, 1);
@@ -342,11 +345,11 @@ export interface ConsumerEvents {
 }
 
 /**
- * The receiving end of one or more channels (fan-in: one ring per producer, one doorbell bit
- * for the consumer). Messages come in per-ring order; rings are served round-robin.
+ * The receiving end of one or more channels (fan-in: one buffer per producer, one doorbell bit
+ * for the consumer). Messages come in per-buffer order; buffers are served round-robin.
  */
 export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Disposable, AsyncIterable<ReceivedMessage> {
-  readonly #rings: Ring[];
+  readonly #buffers: RecordBuffer[];
   readonly #tails: number[];
   readonly #gone: boolean[];
   readonly #reactor: Reactor;
@@ -355,7 +358,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   #outstandingEnd = 0;
   #next = 0;
   #closed = false;
-  // Thrown by every read from now on: a corrupt ring, or the peer's receive loop failed.
+  // Thrown by every read from now on: a corrupt buffer, or the peer's receive loop failed.
   #error: Error | null = null;
   #resolveData: (() => void) | null = null;
   readonly #source: Source = {
@@ -373,14 +376,14 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   };
   // A producer that waited for space before we knew it could not be rung: ring it now.
   readonly #onJoined = (id: number): void => {
-    for (const ring of this.#rings) if (ring.info.producer === id) this.#wakeProducer(ring);
+    for (const buffer of this.#buffers) if (buffer.info.producer === id) this.#wakeProducer(buffer);
   };
   readonly #onPeerClosed = (): void => this.#source.dispatch();
   readonly #onLeft = (id: number): void => {
-    this.#rings.forEach((ring, i) => {
-      if (ring.info.producer === id) this.#gone[i] = true;
+    this.#buffers.forEach((buffer, i) => {
+      if (buffer.info.producer === id) this.#gone[i] = true;
     });
-    if (this.#rings.some((r) => r.info.producer === id)) {
+    if (this.#buffers.some((r) => r.info.producer === id)) {
       this.emit('producer-left', id);
       this.#reactor.poke();
       this.#source.dispatch();
@@ -392,9 +395,9 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     super();
     const list = typeof offsets === 'number' ? [offsets] : [...offsets];
     if (list.length === 0) throw new RangeError('at least one channel offset is needed');
-    this.#rings = list.map((offset) => openRing(peer, offset, 'consumer'));
-    this.#tails = this.#rings.map((r) => r.tail());
-    this.#gone = this.#rings.map(() => false);
+    this.#buffers = list.map((offset) => openRecordBuffer(peer, offset, 'consumer'));
+    this.#tails = this.#buffers.map((r) => r.tail());
+    this.#gone = this.#buffers.map(() => false);
     this.#reactor = Reactor.of(peer);
     peer.on('peer-left', this.#onLeft);
     peer.on('peer-joined', this.#onJoined);
@@ -404,19 +407,19 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
 
   /**
    * The next message if one is committed, else null. The view is valid until the next read
-   * (or `release()`). CorruptError if the ring's indices or a record are impossible.
+   * (or `release()`). CorruptError if the buffer's indices or a record are impossible.
    */
   tryReceive(): ReceivedMessage | null {
-    if (this.#closed || this.#rings[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
+    if (this.#closed || this.#buffers[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
     if (this.#error !== null) throw this.#error;
     this.release();
-    const n = this.#rings.length;
+    const n = this.#buffers.length;
     for (let k = 0; k < n; k++) {
       const i = (this.#next + k) % n;
       const data = this.#take(i);
       if (data !== null) {
         this.#next = (i + 1) % n;
-        return { data, from: this.#rings[i]!.info.producer };
+        return { data, from: this.#buffers[i]!.info.producer };
       }
     }
     return null;
@@ -427,18 +430,18 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     const i = this.#outstanding;
     if (i < 0) return;
     this.#outstanding = -1;
-    const ring = this.#rings[i]!;
+    const buffer = this.#buffers[i]!;
     this.#tails[i] = this.#outstandingEnd;
-    Atomics.store(ring.words, Word.tail, this.#outstandingEnd);
+    Atomics.store(buffer.words, Word.tail, this.#outstandingEnd);
     // Tail stored (a full fence), then the flag read: see ChannelProducer#waitForSpace.
-    this.#wakeProducer(ring);
+    this.#wakeProducer(buffer);
   }
 
   /** Rings the producer if it waits for space; the flag is taken only when the ring can be made. */
-  #wakeProducer(ring: Ring): void {
-    const producer = ring.info.producer;
-    if (Atomics.load(ring.words, Word.waiting) !== 1 || ring.peer.vectorsOf(producer) === 0) return;
-    if (Atomics.compareExchange(ring.words, Word.waiting, 1, 0) === 1) this.#reactor.doorbell.ring(producer);
+  #wakeProducer(buffer: RecordBuffer): void {
+    const producer = buffer.info.producer;
+    if (Atomics.load(buffer.words, Word.waiting) !== 1 || buffer.peer.vectorsOf(producer) === 0) return;
+    if (Atomics.compareExchange(buffer.words, Word.waiting, 1, 0) === 1) this.#reactor.doorbell.ring(producer);
   }
 
   /** Zero-copy messages; each view is valid until the next one is pulled. */
@@ -453,7 +456,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   async *messages(options: { copy?: boolean } = {}): AsyncGenerator<ReceivedMessage, void, undefined> {
     try {
       for (;;) {
-        if (this.#closed || this.#rings[0]!.peer.closed) return;
+        if (this.#closed || this.#buffers[0]!.peer.closed) return;
         const message = this.tryReceive();
         if (message !== null) {
           yield options.copy === true ? { data: message.data.slice(), from: message.from } : message;
@@ -470,19 +473,19 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
       }
     } finally {
       this.#resolveData = null;
-      if (!this.#closed && !this.#rings[0]!.peer.closed) this.release();
+      if (!this.#closed && !this.#buffers[0]!.peer.closed) this.release();
       this.#reactor.poke();
     }
   }
 
-  /** Stops receiving (the ring stays in the memory). Idempotent. */
+  /** Stops receiving (the buffer stays in the memory). Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#rings[0]!.peer.off('peer-left', this.#onLeft);
-    this.#rings[0]!.peer.off('peer-joined', this.#onJoined);
-    this.#rings[0]!.peer.off('close', this.#onPeerClosed);
-    if (!this.#rings[0]!.peer.closed) this.release();
+    this.#buffers[0]!.peer.off('peer-left', this.#onLeft);
+    this.#buffers[0]!.peer.off('peer-joined', this.#onJoined);
+    this.#buffers[0]!.peer.off('close', this.#onPeerClosed);
+    if (!this.#buffers[0]!.peer.closed) this.release();
     this.#reactor.remove(this.#source);
     this.#source.dispatch();
   }
@@ -491,56 +494,56 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     this.close();
   }
 
-  /** 'closed' when every ring is drained and closed by its producer; a producer ID when a
-   * drained ring's producer left without closing; null while more may come. */
+  /** 'closed' when every buffer is drained and closed by its producer; a producer ID when a
+   * drained buffer's producer left without closing; null while more may come. */
   #ended(): 'closed' | number | null {
     let allClosed = true;
-    for (let i = 0; i < this.#rings.length; i++) {
-      const ring = this.#rings[i]!;
-      const drained = ring.head() === this.#tails[i];
-      if (drained && this.#gone[i] && !ring.closedByProducer()) return ring.info.producer;
-      if (!(drained && (ring.closedByProducer() || this.#gone[i]))) allClosed = false;
+    for (let i = 0; i < this.#buffers.length; i++) {
+      const buffer = this.#buffers[i]!;
+      const drained = buffer.head() === this.#tails[i];
+      if (drained && this.#gone[i] && !buffer.closedByProducer()) return buffer.info.producer;
+      if (!(drained && (buffer.closedByProducer() || this.#gone[i]))) allClosed = false;
     }
     return allClosed ? 'closed' : null;
   }
 
   #take(i: number): Uint8Array | null {
-    const ring = this.#rings[i]!;
+    const buffer = this.#buffers[i]!;
     for (;;) {
       const tail = this.#tails[i]!;
-      const head = ring.head();
-      const used = ring.used(head, tail);
+      const head = buffer.head();
+      const used = buffer.used(head, tail);
       if (used === 0) return null;
-      if (used > ring.capacity || used % 8 !== 0) return this.#corrupt(ring, `head ${head} and tail ${tail} are ${used} bytes apart`);
-      const pos = tail & ring.mask;
-      const length = ring.lengths[pos >> 2]!;
+      if (used > buffer.capacity || used % 8 !== 0) return this.#corrupt(buffer, `head ${head} and tail ${tail} are ${used} bytes apart`);
+      const pos = tail & buffer.mask;
+      const length = buffer.lengths[pos >> 2]!;
       if (length === PAD) {
-        const skip = ring.capacity - pos;
-        if (skip > used) return this.#corrupt(ring, `a pad of ${skip} bytes at ${pos} runs past the head`);
+        const skip = buffer.capacity - pos;
+        if (skip > used) return this.#corrupt(buffer, `a pad of ${skip} bytes at ${pos} runs past the head`);
         this.#tails[i] = (tail + skip) >>> 0;
-        Atomics.store(ring.words, Word.tail, this.#tails[i]!);
+        Atomics.store(buffer.words, Word.tail, this.#tails[i]!);
         continue;
       }
       const size = recordSize(length);
-      if (length > ring.max || size > used || pos + size > ring.capacity) {
-        return this.#corrupt(ring, `a record of ${length} bytes at ${pos} does not fit (${used} bytes committed)`);
+      if (length > buffer.max || size > used || pos + size > buffer.capacity) {
+        return this.#corrupt(buffer, `a record of ${length} bytes at ${pos} does not fit (${used} bytes committed)`);
       }
       this.#outstanding = i;
       this.#outstandingEnd = (tail + size) >>> 0;
-      return ring.data.subarray(pos + 4, pos + 4 + length);
+      return buffer.data.subarray(pos + 4, pos + 4 + length);
     }
   }
 
-  #corrupt(ring: Ring, what: string): null {
-    this.#error = new CorruptError(`channel at offset ${ring.offset} is corrupt: ${what}`);
+  #corrupt(buffer: RecordBuffer, what: string): null {
+    this.#error = new CorruptError(`channel at offset ${buffer.offset} is corrupt: ${what}`);
     throw this.#error;
   }
 
   #state(): SourceState {
-    if (this.#closed || this.#rings[0]!.peer.closed) return this.#resolveData === null ? 'idle' : 'actionable';
-    const available = this.#rings.some((ring, i) => ring.head() !== this.#tails[i]);
+    if (this.#closed || this.#buffers[0]!.peer.closed) return this.#resolveData === null ? 'idle' : 'actionable';
+    const available = this.#buffers.some((buffer, i) => buffer.head() !== this.#tails[i]);
     if (this.#resolveData !== null) {
-      // A reader waiting on an empty ring depends on a ring from the other side.
+      // A reader waiting on an empty buffer depends on a ring from the other side.
       return available || this.#ended() !== null ? 'actionable' : 'waiting';
     }
     // The reader is busy with a message, or has more waiting: it will look again by itself.
@@ -592,14 +595,14 @@ export async function openDuplex(peer: Endpoint, other: number, options: DuplexO
 }
 
 export interface FanInLayout {
-  /** Offset of the first ring; the others follow, one per producer. */
+  /** Offset of the first buffer; the others follow, one per producer. */
   offset: number;
   capacity?: number;
   producers: readonly number[];
   consumer: number;
 }
 
-/** Lays out one ring per producer for a fan-in; returns each producer's ring offset. */
+/** Lays out one buffer per producer for a fan-in; returns each producer's buffer offset. */
 export function createFanIn(peer: Endpoint, layout: FanInLayout): number[] {
   const capacity = checkCapacity(layout.capacity ?? 65536);
   return layout.producers.map((producer, i) => {
