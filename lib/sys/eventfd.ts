@@ -1,7 +1,7 @@
 /** A Linux eventfd: a 64-bit counter that a writer signals and a reader drains. */
 import { native, type NativeEventFd } from './binding.js';
 import { ClosedError } from '../core/errors.js';
-import { FdWatcher } from './watcher.js';
+import { FdWatcher, FdWatchers } from './watcher.js';
 import * as check from '../core/validate.js';
 
 /** The largest value an eventfd counter can hold. */
@@ -11,7 +11,7 @@ export class EventFd implements Disposable {
   readonly #native: NativeEventFd;
   #closed = false;
   // Watchers made by watch(): closed with the eventfd, before its fd number can be reused.
-  readonly #watchers = new Set<FdWatcher>();
+  readonly #watchers = new FdWatchers();
 
   /** Creates a new eventfd (EFD_NONBLOCK | EFD_CLOEXEC, counter 0). */
   constructor();
@@ -58,8 +58,7 @@ export class EventFd implements Disposable {
       if (count > 0) onSignal(count);
     });
     watcher.start();
-    this.#watchers.add(watcher);
-    watcher.once('close', () => this.#watchers.delete(watcher));
+    this.#watchers.track(watcher);
     return watcher;
   }
 
@@ -67,7 +66,7 @@ export class EventFd implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const watcher of [...this.#watchers]) watcher.close();
+    this.#watchers.closeAll();
     this.#native.close();
   }
 

@@ -5,7 +5,7 @@
  */
 import { native, type NativeSocket } from './binding.js';
 import { ClosedError } from '../core/errors.js';
-import { FdWatcher } from './watcher.js';
+import { FdWatcher, FdWatchers } from './watcher.js';
 import * as check from '../core/validate.js';
 
 // QEMU's framing (protocol/wire.ts exports MESSAGE_SIZE); the native socket enforces it too.
@@ -34,7 +34,7 @@ export class UnixSocket implements Disposable {
   #closed = false;
   // Watchers made by watch(): closed with the socket, before its fd number can be reused (a
   // libuv poll left on a closed fd watches whatever gets that number next, or aborts on re-arm).
-  readonly #watchers = new Set<FdWatcher>();
+  readonly #watchers = new FdWatchers();
 
   private constructor(socket: NativeSocket, path: string | null) {
     this.#native = socket;
@@ -98,8 +98,7 @@ export class UnixSocket implements Disposable {
   /** A watcher that emits 'readable' when recv() or accept() has something. Closed with the socket. */
   watch(): FdWatcher {
     const watcher = new FdWatcher(this.fd);
-    this.#watchers.add(watcher);
-    watcher.once('close', () => this.#watchers.delete(watcher));
+    this.#watchers.track(watcher);
     return watcher;
   }
 
@@ -128,7 +127,7 @@ export class UnixSocket implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const watcher of [...this.#watchers]) watcher.close();
+    this.#watchers.closeAll();
     this.#native.close();
   }
 

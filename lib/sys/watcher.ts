@@ -149,3 +149,19 @@ export class FdWatcher extends EventEmitter<FdWatcherEvents> implements Disposab
     return this.#native;
   }
 }
+
+/** The watchers an fd's owner made for it: closed with the fd, before it, so none polls a reused number. */
+export class FdWatchers {
+  readonly #watchers = new Set<FdWatcher>();
+
+  /** Remembers `watcher` until it closes; returns it. */
+  track(watcher: FdWatcher): FdWatcher {
+    this.#watchers.add(watcher);
+    watcher.once('close', () => this.#watchers.delete(watcher));
+    return watcher;
+  }
+
+  closeAll(): void {
+    for (const watcher of [...this.#watchers]) watcher.close();
+  }
+}
