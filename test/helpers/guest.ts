@@ -1,0 +1,317 @@
+/**
+ * Test harness: boot a real Linux guest under QEMU and run a shell script in it, with the
+ * host's `/` as its root (so it runs the host's own node and this checkout's dist/), an
+ * ivshmem-doorbell device on a host socket, and a writable results share.
+ *
+ * The kernel and the initramfs come from scripts/guest-assets.mjs (Debian packages fetched
+ * with `apt-get download`, cached under node_modules/.cache/ivshmem-guest/); its /init mounts
+ * everything, runs the script named on the kernel command line in a chroot of the host root,
+ * prints START_MARKER before it and `EXIT_MARKER<status>` after it, and powers off.
+ *
+ * - TCG (`-accel tcg,thread=multi -cpu max`) unless the host's KVM module is kvm_intel or
+ *   kvm_amd: the kvm_pvm module of these machines cannot boot a stock kernel.
+ * - The guest script runs with a clean environment: the harness prepends `PATH` (the directory
+ *   of this process's node first) and `cd` to the repository. The results share is /results in
+ *   the guest; `guest.file(name)` reads what the guest wrote there.
+ * - Every wait has a deadline, the whole run has `timeoutMs`, and QEMU is SIGKILLed by PID by
+ *   `close()`, when the run times out, by killAllChildren() (it is a Child of children.ts) and
+ *   from a `process.on('exit')` hook; it runs under `setpriv --pdeathsig KILL` when available.
+ *
+ * The ivshmem server must be listening on `ivshmemSocket` before bootGuest: QEMU's device
+ * connects during realize.
+ */
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Child } from './children.js';
+import { findOnPath, isCi } from './env.js';
+import { makeTempDir, REPO, removeDir } from './paths.js';
+import { findQemu, QEMU_BINARY_NAME } from './qemu.js';
+import { within } from './wait.js';
+
+/** Printed by the guest's /init just before the script runs, and with the status after it. */
+export const START_MARKER = 'IVSHMEM-GUEST-START';
+export const EXIT_MARKER = 'IVSHMEM-GUEST-EXIT=';
+
+/** The mount point of the results share inside the guest. */
+export const GUEST_RESULTS = '/results';
+
+const SCRIPT_NAME = '.guest-script.sh';
+const ASSETS_SCRIPT = join(REPO, 'scripts', 'guest-assets.mjs');
+
+export interface GuestAssets {
+  kernel: string;
+  initramfs: string;
+  kernelVersion: string;
+  kernelPackage: string;
+  busyboxPackage: string;
+}
+
+export interface GuestOptions {
+  /** Shell script (sh) run in the guest, in the repository's directory; its exit status is the guest's. */
+  script: string;
+  /** A listening ivshmem server (PeerServer): adds `ivshmem-doorbell` on it. */
+  ivshmemSocket?: string;
+  /** MSI-X vectors of the device (default 1). */
+  vectors?: number;
+  /** Adds a virtual IOMMU (intel-iommu, before the device; `intel_iommu=on`) and loads the VFIO modules. */
+  vfio?: boolean;
+  /** Deadline of the whole run, from QEMU's start: QEMU is killed when it passes. */
+  timeoutMs: number;
+  /** For failure messages (default 'guest'). */
+  name?: string;
+}
+
+/** How a run ended: the script's status (from the marker) and timings from QEMU's start. */
+export interface GuestResult {
+  status: number;
+  /** QEMU start → START_MARKER (the guest is about to run the script). */
+  bootMs: number;
+  /** QEMU start → the exit marker. */
+  totalMs: number;
+}
+
+const MISSING_TOOLS_FIX = 'the guest tests need qemu-system-x86 (apt-get install -y qemu-system-x86) and apt-get/dpkg-deb to fetch the guest kernel (.ci/run installs QEMU)';
+
+/**
+ * Why guest tests cannot run here, or null. In CI (see isCi) a missing tool throws instead:
+ * the guest tests must not skip there.
+ */
+export function guestUnavailable(): string | null {
+  const missing: string[] = [];
+  if (findQemu() === null) missing.push(QEMU_BINARY_NAME);
+  for (const tool of ['apt-get', 'apt-cache', 'dpkg-deb']) if (findOnPath(tool) === null) missing.push(tool);
+  if (missing.length === 0) return null;
+  const why = `guest tests: ${missing.join(', ')} not on PATH; ${MISSING_TOOLS_FIX}`;
+  if (isCi()) throw new Error(`${why} (required in CI, CI=${process.env.CI})`);
+  return `${why}: skipped`;
+}
+
+let assets: Promise<GuestAssets> | undefined;
+
+/** The kernel and initramfs, built when missing (scripts/guest-assets.mjs in a child; the first fetch downloads ~70 MB). */
+export function guestAssets(timeoutMs = 10 * 60_000): Promise<GuestAssets> {
+  assets ??= (async () => {
+    const child = new Child(process.execPath, [ASSETS_SCRIPT, '--json'], { name: 'guest-assets.mjs', waitMs: timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.proc.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.proc.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const exit = await child.exit().catch(async (error: unknown) => {
+      await child.kill();
+      throw error;
+    });
+    if (exit.code !== 0) throw new Error(`scripts/guest-assets.mjs failed (code ${exit.code}, signal ${exit.signal}): ${stderr.trim() || stdout.trim()}`);
+    return JSON.parse(stdout) as GuestAssets;
+  })();
+  assets.catch(() => {
+    assets = undefined; // let a later call try again
+  });
+  return assets;
+}
+
+/** `-accel kvm` only with a hardware KVM module (kvm_pvm cannot boot a stock kernel). */
+function hardwareKvm(): boolean {
+  try {
+    const modules = readdirSync('/sys/module');
+    return modules.includes('kvm_intel') || modules.includes('kvm_amd');
+  } catch {
+    return false;
+  }
+}
+
+/** QEMU's arguments for a run (exported for the report and for failure messages). */
+export function qemuArgs(a: GuestAssets, options: GuestOptions, shareDir: string): string[] {
+  const kvm = hardwareKvm();
+  const vfio = options.vfio === true;
+  const cmdline = ['console=ttyS0', 'quiet', 'panic=-1', `ivshmem_guest.script=${GUEST_RESULTS}/${SCRIPT_NAME}`, `ivshmem_guest.vfio=${vfio ? 1 : 0}`];
+  if (vfio) cmdline.push('intel_iommu=on');
+  const args = [
+    ...(kvm ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max']),
+    '-smp', '2', '-m', '2048',
+    '-machine', kvm && vfio ? 'q35,kernel-irqchip=split' : 'q35',
+    '-no-reboot', '-nodefaults', '-display', 'none', '-serial', 'stdio',
+    '-kernel', a.kernel, '-initrd', a.initramfs, '-append', cmdline.join(' '),
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${shareDir},mount_tag=results,security_model=none,multidevs=remap`,
+  ];
+  if (vfio) args.push('-device', 'intel-iommu,intremap=on');
+  if (options.ivshmemSocket !== undefined) {
+    args.push('-chardev', `socket,id=ivshmem0,path=${options.ivshmemSocket}`);
+    args.push('-device', `ivshmem-doorbell,chardev=ivshmem0,vectors=${options.vectors ?? 1}`);
+  }
+  return args;
+}
+
+const live = new Set<Guest>();
+let exitHook = false;
+
+type LineWaiter = { match: (line: string) => boolean; resolve: (line: string) => void; reject: (e: Error) => void };
+
+export class Guest {
+  readonly name: string;
+  /** The results share on the host (/results in the guest); removed by close(). */
+  readonly shareDir: string;
+  readonly args: readonly string[];
+  /** Serial console lines so far (without '\r'). */
+  readonly lines: string[] = [];
+  readonly #child: Child;
+  readonly #started = performance.now();
+  readonly #deadline: number;
+  readonly #timer: NodeJS.Timeout;
+  readonly #waiters = new Set<LineWaiter>();
+  #partial = '';
+  #stderr = '';
+  #bootMs: number | null = null;
+  #status: number | null = null;
+  #totalMs: number | null = null;
+  #timedOut = false;
+  #closed: Promise<void> | undefined;
+
+  constructor(a: GuestAssets, options: GuestOptions) {
+    this.name = options.name ?? 'guest';
+    this.shareDir = makeTempDir('guest');
+    const preamble = [
+      `export PATH=${dirname(process.execPath)}:$PATH`,
+      `cd ${REPO}`,
+      '',
+    ].join('\n');
+    writeFileSync(join(this.shareDir, SCRIPT_NAME), preamble + options.script);
+    this.args = qemuArgs(a, options, this.shareDir);
+    const qemu = findQemu();
+    if (qemu === null) throw new Error(`${QEMU_BINARY_NAME} not on PATH: ${MISSING_TOOLS_FIX}`);
+    const setpriv = findOnPath('setpriv');
+    const [command, args] = setpriv === null ? [qemu, this.args] : [setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...this.args]];
+    this.#child = new Child(command, args, { name: `${this.name} (QEMU)`, stdio: ['ignore', 'pipe', 'pipe'], waitMs: 10_000 });
+    live.add(this);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', () => {
+        for (const g of live) g.#child.signal('SIGKILL');
+      });
+    }
+    this.#deadline = this.#started + options.timeoutMs;
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#child.signal('SIGKILL');
+    }, options.timeoutMs);
+    this.#child.proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => this.#receive(chunk));
+    this.#child.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.#stderr += chunk));
+    void this.#child.exited.then(() => {
+      clearTimeout(this.#timer);
+      live.delete(this);
+      if (this.#partial !== '') this.#line(this.#partial);
+      this.#partial = '';
+      const error = new Error(`${this.name}: QEMU (pid ${this.pid}) exited${this.diagnostics()}`);
+      for (const w of this.#waiters) w.reject(error);
+      this.#waiters.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** All serial output so far. */
+  get output(): string {
+    return this.lines.join('\n');
+  }
+
+  /** QEMU start → START_MARKER, once seen. */
+  get bootMs(): number | null {
+    return this.#bootMs;
+  }
+
+  #receive(chunk: string): void {
+    const parts = (this.#partial + chunk).split('\n');
+    this.#partial = parts.pop()!;
+    for (const p of parts) this.#line(p);
+  }
+
+  #line(raw: string): void {
+    const line = raw.replace(/\r/g, '');
+    this.lines.push(line);
+    const now = performance.now() - this.#started;
+    if (this.#bootMs === null && line.includes(START_MARKER)) this.#bootMs = now;
+    const m = new RegExp(`${EXIT_MARKER}(\\d+)`).exec(line);
+    if (m !== null && this.#status === null) {
+      this.#status = Number(m[1]);
+      this.#totalMs = now;
+    }
+    for (const w of [...this.#waiters]) {
+      if (w.match(line)) {
+        this.#waiters.delete(w);
+        w.resolve(line);
+      }
+    }
+  }
+
+  /** The last serial lines and QEMU's stderr, for failure messages ('' or starting with a newline). */
+  diagnostics(): string {
+    const parts: string[] = [];
+    if (this.#timedOut) parts.push('the run passed its timeoutMs and QEMU was killed');
+    parts.push(`serial (last lines):\n${this.lines.slice(-40).join('\n')}`);
+    if (this.#stderr.trim() !== '') parts.push(`QEMU stderr: ${this.#stderr.trim().slice(-4000)}`);
+    return `\n${parts.join('\n')}`;
+  }
+
+  #remaining(timeoutMs: number | undefined): number {
+    const left = Math.max(0, this.#deadline - performance.now());
+    return timeoutMs === undefined ? left + 1000 : Math.min(timeoutMs, left + 1000);
+  }
+
+  /** The first serial line (past or future) containing `match` (a string) or matching it (a RegExp); rejects if QEMU exits first. */
+  waitForLine(match: string | RegExp, timeoutMs?: number): Promise<string> {
+    const test = typeof match === 'string' ? (l: string) => l.includes(match) : (l: string) => match.test(l);
+    const found = this.lines.find(test);
+    if (found !== undefined) return Promise.resolve(found);
+    if (!this.#child.alive) return Promise.reject(new Error(`${this.name}: QEMU exited before a line matching ${String(match)}${this.diagnostics()}`));
+    let waiter!: LineWaiter;
+    const promise = new Promise<string>((resolve, reject) => {
+      waiter = { match: test, resolve, reject };
+      this.#waiters.add(waiter);
+    });
+    return within(promise, () => `${this.name}: a serial line matching ${String(match)}${this.diagnostics()}`, this.#remaining(timeoutMs)).finally(() =>
+      this.#waiters.delete(waiter),
+    );
+  }
+
+  /** Waits for the exit marker and QEMU's exit (the guest powers off); rejects if QEMU exits without the marker. */
+  async result(timeoutMs?: number): Promise<GuestResult> {
+    await within(this.#child.exited, () => `${this.name}: the guest to run its script and power off${this.diagnostics()}`, this.#remaining(timeoutMs));
+    if (this.#status === null) throw new Error(`${this.name}: QEMU exited without the exit marker${this.diagnostics()}`);
+    return { status: this.#status, bootMs: this.#bootMs ?? Number.NaN, totalMs: this.#totalMs! };
+  }
+
+  /** A file the guest wrote to /results (utf8). */
+  file(name: string): string {
+    return readFileSync(join(this.shareDir, name), 'utf8');
+  }
+
+  /** Names in the results share (without the harness's script). */
+  files(): string[] {
+    return readdirSync(this.shareDir).filter((f) => f !== SCRIPT_NAME);
+  }
+
+  /** SIGKILLs QEMU by PID if still running, waits for its exit, removes the share. Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      clearTimeout(this.#timer);
+      try {
+        await this.#child.kill('SIGKILL');
+      } finally {
+        live.delete(this);
+        removeDir(this.shareDir);
+      }
+    })();
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Boots a guest that runs `options.script` (see Guest); the assets are built first when missing. */
+export async function bootGuest(options: GuestOptions): Promise<Guest> {
+  return new Guest(await guestAssets(), options);
+}
