@@ -74,7 +74,8 @@ mount -t overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/w
 r=/mnt/root
 mount -t proc proc $r/proc && mount -t sysfs sysfs $r/sys && mount -t devtmpfs devtmpfs $r/dev || fail "mounting proc/sys/dev in the chroot failed"
 mkdir -p $r/dev/shm $r/dev/pts $r/tmp $r/run $r/results
-mount -t tmpfs tmpfs $r/dev/shm && mount -t tmpfs tmpfs $r/tmp && mount -t tmpfs tmpfs $r/run || fail "tmpfs in the chroot failed"
+# No tmpfs over /tmp: the checkout may live there (CI clones into it); the overlay keeps it writable.
+mount -t tmpfs tmpfs $r/dev/shm && mount -t tmpfs tmpfs $r/run || fail "tmpfs in the chroot failed"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none results $r/results || fail "mounting the results share (9p tag results) failed"
 echo "${START_MARKER}"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TERM=dumb chroot $r /bin/sh "$script"
