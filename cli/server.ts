@@ -7,7 +7,7 @@
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_MAX_PEERS, DEFAULT_SIZE, DEFAULT_SOCKET_PATH, MAX_SERVER_VECTORS, PeerServer } from '../lib/network/server.js';
+import { DEFAULT_MAX_PEERS, DEFAULT_SIZE, DEFAULT_SOCKET_PATH, MAX_SERVER_SIZE, MAX_SERVER_VECTORS, PeerServer } from '../lib/network/server.js';
 import { normalizeShmName } from '../lib/sys/shared-memory.js';
 import { MAX_PEER_ID } from '../lib/protocol/wire.js';
 import {
@@ -21,9 +21,6 @@ import {
   subcommand,
 } from './common.js';
 import { formatSize, sizeArg } from './size.js';
-
-/** The largest size PeerServer accepts. */
-const MAX_SIZE = 2 ** 40;
 
 interface ServerFlags {
   socket: string;
@@ -75,7 +72,7 @@ export function addServerCommand(program: Command): Command {
         '-l, --size <size>',
         'shared-memory size in bytes; K, M, G suffixes are binary (1K = 1024); rounded up to a power of two (at least 4K), as QEMU requires',
       )
-        .argParser(sizeArg(1, MAX_SIZE))
+        .argParser(sizeArg(1, MAX_SERVER_SIZE))
         .default(DEFAULT_SIZE, formatSize(DEFAULT_SIZE)),
     )
     .addOption(

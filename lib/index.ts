@@ -10,6 +10,7 @@ export {
   DEFAULT_SIZE,
   DEFAULT_MAX_PEERS,
   MAX_QUEUED,
+  MAX_SERVER_SIZE,
   MAX_SERVER_VECTORS,
   roundUpToPowerOfTwo,
   type PeerServerOptions,

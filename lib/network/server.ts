@@ -19,6 +19,8 @@ import * as check from '../core/validate.js';
 export const DEFAULT_SOCKET_PATH = '/tmp/ivshmem_socket';
 export const DEFAULT_SIZE = 4 * 1024 * 1024;
 export const MAX_SERVER_VECTORS = 64;
+/** The largest shared memory the server makes (1 TiB). */
+export const MAX_SERVER_SIZE = 2 ** 40;
 export const DEFAULT_MAX_PEERS = 64;
 
 export interface PeerServerOptions {
@@ -201,7 +203,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   static listen(options: PeerServerOptions = {}): PeerServer {
     const socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
     check.string('socketPath', socketPath);
-    const size = check.integer('size', options.size ?? DEFAULT_SIZE, 1, 2 ** 40);
+    const size = check.integer('size', options.size ?? DEFAULT_SIZE, 1, MAX_SERVER_SIZE);
     const vectors = check.integer('vectors', options.vectors ?? 1, 1, MAX_SERVER_VECTORS);
     const maxPeers = check.integer('maxPeers', options.maxPeers ?? DEFAULT_MAX_PEERS, 1, MAX_PEER_ID + 1);
     const mode = check.integer('mode', options.mode ?? 0o600, 0, 0o777);
@@ -397,7 +399,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#live?.set(id);
     const own = client.eventfds.map((e) => e.fd);
     const here = (): boolean => this.#clients.get(id) === client;
-    // §3.2: version, ID, shm first (QEMU blocks in realize until it has the shm), then the
+    // The connect sequence (docs/protocol.md): version, ID, shm first (QEMU blocks in realize until it has the shm), then the
     // newcomer's fds to everyone else, then everyone else's to it, then its own. A client can
     // vanish at any send (EPIPE): from then on there is nobody to greet or to announce.
     this.#send(client, greeting(id, this.shm.fd), null);

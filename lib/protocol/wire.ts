@@ -1,5 +1,5 @@
 /**
- * The ivshmem-server wire protocol (design/qemu-ivshmem.md §3): every message is an 8-byte
+ * The ivshmem-server wire protocol (docs/protocol.md): every message is an 8-byte
  * little-endian int64, optionally sent together with one file descriptor.
  *
  * Pure code, no I/O. The socket layers read exactly 8 bytes per message, decode them with
@@ -68,7 +68,7 @@ export interface WireMessage<F> {
   readonly fd?: F;
 }
 
-/** Messages 1–3 of the connect sequence (§3.2): version, the client's ID, -1 + shm fd. */
+/** Messages 1–3 of the connect sequence (docs/protocol.md): version, the client's ID, -1 + shm fd. */
 export function greeting<F>(id: number, shm: F): WireMessage<F>[] {
   checkPeerId(id, 'client ID');
   checkFd(shm, 'shm fd');

@@ -1,7 +1,7 @@
 /**
  * Test harness: drive a real QEMU `ivshmem-doorbell` device over the qtest protocol.
  *
- * QEMU is started exactly as in docs qemu-ivshmem.md §5.2 (TCG, `-S`, `-qtest stdio`) and
+ * QEMU is started exactly as `commandLine()` below builds it (TCG, `-S`, `-qtest stdio`: Debian's QEMU has no qtest accelerator) and
  * talks line-by-line on its stdin/stdout. The CPU never runs: every guest access is a qtest
  * command (`outl`/`inl` for PCI config space, `readl`/`writel` for MMIO and RAM,
  * `b64read`/`b64write` for the shared memory BAR). Guest-side interrupts are observed by
@@ -225,7 +225,7 @@ export class QemuVm implements AsyncDisposable {
     });
   }
 
-  /** The QEMU arguments (without the binary) of §5.2 for these options. */
+  /** The QEMU arguments (without the binary) for these options: TCG, paused, qtest on stdio. */
   static commandLine(options: QemuOptions): string[] {
     const vectors = options.vectors ?? 1;
     if (!Number.isInteger(vectors) || vectors < 0) throw new RangeError(`bad vectors: ${vectors}`);

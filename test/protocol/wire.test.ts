@@ -67,7 +67,7 @@ describe('constants', () => {
 });
 
 describe('encodeMessage / decodeMessage', () => {
-  it('produces the byte examples of qemu-ivshmem.md §3.1', () => {
+  it('produces the byte examples of docs/protocol.md (framing)', () => {
     expect(hex(encodeMessage(0))).toBe('00 00 00 00 00 00 00 00'); // version 0
     expect(hex(encodeMessage(1))).toBe('01 00 00 00 00 00 00 00'); // ID 1
     expect(hex(encodeMessage(-1))).toBe('FF FF FF FF FF FF FF FF'); // shm
@@ -78,7 +78,7 @@ describe('encodeMessage / decodeMessage', () => {
     expect(hex(encodeMessage(0x0102030405060708n))).toBe('08 07 06 05 04 03 02 01');
   });
 
-  it('decodes the §3.1 byte examples', () => {
+  it('decodes the framing byte examples', () => {
     expect(decodeMessage(new Uint8Array(8))).toBe(0n);
     expect(decodeMessage(new Uint8Array(8).fill(0xff))).toBe(-1n);
     expect(decodeMessage(Uint8Array.of(2, 0, 0, 0, 0, 0, 0, 0))).toBe(2n);
@@ -155,7 +155,7 @@ describe('encodeMessage / decodeMessage', () => {
 });
 
 describe('server message builders', () => {
-  it('greeting() is version 0, the ID, then -1 with the shm fd (§3.2 steps 1-3)', () => {
+  it('greeting() is version 0, the ID, then -1 with the shm fd (the connect sequence, steps 1-3)', () => {
     const shm = { fd: 10 };
     const messages = greeting(3, shm);
     expect(messages).toStrictEqual([{ value: 0 }, { value: 3 }, { value: -1, fd: shm }]);
@@ -178,14 +178,14 @@ describe('server message builders', () => {
     expect(peerVectors(0, ['a'])).toStrictEqual([{ value: 0, fd: 'a' }]);
   });
 
-  it('leave() is the ID without an fd (§3.3)', () => {
+  it('leave() is the ID without an fd (a leave)', () => {
     const message = leave(2);
     expect(message).toStrictEqual({ value: 2 });
     expect('fd' in message).toBe(false);
     expect(hex(encodeMessage(message.value))).toBe('02 00 00 00 00 00 00 00');
   });
 
-  it('compose the §3.2 connect sequence, which a ClientDecoder accepts', () => {
+  it('compose the connect sequence, which a ClientDecoder accepts', () => {
     // New client 2 joins; peers 0 and 1 are connected (in that order); 2 vectors each.
     const existing = new Map([
       [0, ['p0v0', 'p0v1']],

@@ -102,7 +102,7 @@ describe('findQemu / requireQemuOrSkip', () => {
 });
 
 describe.skipIf(qemu === null)('QemuVm start-up failures (real QEMU, no fd-passing server)', () => {
-  it('builds exactly the qemu-ivshmem.md §5.2 command line', () => {
+  it('builds exactly the QEMU command line of commandLine()', () => {
     expect(QemuVm.commandLine({ socketPath: '/tmp/ivshmem.sock' })).toEqual([
       '-machine', 'pc', '-accel', 'tcg', '-S', '-qtest', 'stdio', '-qtest-log', '/dev/null',
       '-display', 'none', '-nodefaults', '-m', '128M',
