@@ -9,7 +9,8 @@
         "native/eventfd.cc",
         "native/watcher.cc",
         "native/socket.cc",
-        "native/interrupt_table.cc"
+        "native/interrupt_table.cc",
+        "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

@@ -9,6 +9,7 @@
 #include "eventfd.h"
 #include "mapping.h"
 #include "socket.h"
+#include "vfio.h"
 #include "watcher.h"
 
 namespace ivshmem {
@@ -108,6 +109,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Watcher::Init(env, exports, data);
   Socket::Init(env, exports, data);
   InterruptTable::Init(env, exports, data);
+  VfioDevice::Init(env, exports, data);
   return exports;
 }
 

@@ -35,6 +35,7 @@ class AddonData {
   Napi::FunctionReference eventFdCtor;
   Napi::FunctionReference watcherCtor;
   Napi::FunctionReference socketCtor;
+  Napi::FunctionReference vfioDeviceCtor;
 
   void Add(Resource* r) { live_.insert(r); }
   void Remove(Resource* r) { live_.erase(r); }

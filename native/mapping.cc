@@ -126,7 +126,7 @@ static void FinalizeBuffer(napi_env, void*, void* hint) {
 }
 
 // An external ArrayBuffer over [offset, offset + length) of the region, holding it alive.
-static Napi::ArrayBuffer NewExternal(Napi::Env env, const std::shared_ptr<Region>& region, size_t offset,
+Napi::ArrayBuffer NewExternal(Napi::Env env, const std::shared_ptr<Region>& region, size_t offset,
                                      size_t length) {
   auto* hint = new std::shared_ptr<Region>(region);
   creatingHint = hint;

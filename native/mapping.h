@@ -20,6 +20,10 @@ struct Region {
   ~Region() { Unmap(); }
 };
 
+// An external ArrayBuffer over [offset, offset + length) of the region, holding it alive; a
+// clear error where the runtime refuses external buffers (never a copy).
+Napi::ArrayBuffer NewExternal(Napi::Env env, const std::shared_ptr<Region>& region, size_t offset, size_t length);
+
 class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);

@@ -28,6 +28,8 @@ export const ErrorCodes = {
   PEER_LEFT: 'ERR_IVSHMEM_PEER_LEFT',
   /** Shared memory larger than the caller allows (`maxSize`). */
   TOO_LARGE: 'ERR_IVSHMEM_TOO_LARGE',
+  /** A PCI device cannot be opened through VFIO (no such device, no IOMMU group, group not viable). */
+  DEVICE: 'ERR_IVSHMEM_DEVICE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -138,6 +140,27 @@ export class TooLargeError extends IvshmemError {
   }
 }
 
+/** Why a PCI device could not be opened through VFIO; stable, for programs to branch on. */
+export type DeviceErrorReason =
+  /** Not a PCI address (DDDD:BB:DD.F), or no such device in /sys/bus/pci/devices. */
+  | 'bad-address'
+  /** The device has no IOMMU group (no IOMMU, or it is off: intel_iommu=on). */
+  | 'no-iommu-group'
+  /** Another device of the group is bound to a driver other than vfio-pci. */
+  | 'not-viable';
+
+export class DeviceError extends IvshmemError {
+  declare readonly code: typeof ErrorCodes.DEVICE;
+  readonly reason: DeviceErrorReason;
+  /** The PCI address asked for, as given. */
+  readonly address: string;
+  constructor(reason: DeviceErrorReason, address: string, message: string, options?: { cause?: unknown }) {
+    super(ErrorCodes.DEVICE, message, options);
+    this.reason = reason;
+    this.address = address;
+  }
+}
+
 /**
  * Every error of this package's own, as a union whose `code` tells them apart:
  * `switch (error.code)` narrows to the class (`case ErrorCodes.TOO_LARGE: error.limit`).
@@ -152,7 +175,8 @@ export type IvshmemErrorType =
   | TimeoutError
   | CorruptError
   | PeerLeftError
-  | TooLargeError;
+  | TooLargeError
+  | DeviceError;
 
 /** Shape of the system errors the native layer throws (the same as Node's own). */
 export interface SystemError extends Error {
@@ -185,6 +209,7 @@ export const isTimeoutError = (e: unknown): e is TimeoutError => hasCode(e, Erro
 export const isCorruptError = (e: unknown): e is CorruptError => hasCode(e, ErrorCodes.CORRUPT);
 export const isPeerLeftError = (e: unknown): e is PeerLeftError => hasCode(e, ErrorCodes.PEER_LEFT);
 export const isTooLargeError = (e: unknown): e is TooLargeError => hasCode(e, ErrorCodes.TOO_LARGE);
+export const isDeviceError = (e: unknown): e is DeviceError => hasCode(e, ErrorCodes.DEVICE);
 
 export function isSystemError(error: unknown): error is SystemError {
   if (!(error instanceof Error)) return false;

@@ -71,6 +71,43 @@ export interface NativeInterruptTable {
   readonly vectorsBuffer: ArrayBuffer;
 }
 
+export interface NativeVfioRegion {
+  readonly size: number;
+  /** Offset of the region in the device fd (for pread/pwrite/mmap). */
+  readonly offset: number;
+  /** VFIO_REGION_INFO_FLAG_*. */
+  readonly flags: number;
+  readonly mappable: boolean;
+}
+
+export interface NativeVfioDevice {
+  /** A volatile 32-bit load from BAR0 (pread of 4 bytes when VFIO does not let BAR0 be mapped). */
+  read32(offset: number): number;
+  write32(offset: number, value: number): void;
+  /** PCI config space through the VFIO config region: width 1, 2 or 4, aligned. */
+  configRead(offset: number, width: number): number;
+  configWrite(offset: number, width: number, value: number): void;
+  /** VFIO_DEVICE_SET_IRQS, MSI-X, DATA_EVENTFD | ACTION_TRIGGER: vector i signals fds[i]. The fds stay the caller's. */
+  setIrqs(fds: number[]): void;
+  /** MSI-X off (DATA_NONE); nothing when it was not on. */
+  disableIrqs(): void;
+  /** BAR2 as one external ArrayBuffer; null once closed, or when longer than maxBuffer. */
+  readonly buffer: ArrayBuffer | null;
+  window(offset: number, length: number): ArrayBuffer;
+  readonly info: {
+    readonly address: string;
+    readonly group: string;
+    readonly bar0: NativeVfioRegion;
+    readonly bar2: NativeVfioRegion;
+    readonly config: NativeVfioRegion;
+    readonly msixVectors: number;
+    readonly bar0Mapped: boolean;
+  };
+  readonly closed: boolean;
+  /** MSI-X off, buffers detached, BARs unmapped, device, group and container fds closed. Idempotent. */
+  close(): void;
+}
+
 export interface NativeBinding {
   shmOpen(name: string, oflag: number, mode: number): number;
   shmUnlink(name: string): void;
@@ -104,6 +141,8 @@ export interface NativeBinding {
     /** The names of the counters, in their order in `countersBuffer`. */
     readonly counterNames: readonly string[];
   };
+  /** (groupPath '/dev/vfio/N', PCI address, maxBuffer). */
+  readonly VfioDevice: new (groupPath: string, address: string, maxBuffer: number) => NativeVfioDevice;
   readonly Socket: {
     listen(path: string, mode: number, backlog: number): NativeSocket;
     connect(path: string): NativeSocket;

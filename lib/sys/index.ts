@@ -1,6 +1,6 @@
 /**
  * `ivshmem/sys`: the operating-system building blocks under the network — shared memory,
- * eventfds, fd readiness, UNIX sockets with fd passing. Errors are in the root entry.
+ * eventfds, fd readiness, UNIX sockets with fd passing, a PCI device through VFIO (inside a VM). Errors are in the root entry.
  */
 export {
   SharedMemory,
@@ -14,4 +14,5 @@ export { EventFd } from './eventfd.js';
 export { FdWatcher, type FdWatcherEvents } from './watcher.js';
 export { UnixSocket, type Received, type ListenOptions } from './unix-socket.js';
 export { closeFd } from './fd.js';
+export { VfioDevice, type DeviceRegisters, type VfioRegionInfo } from './vfio-device.js';
 export type { InterruptCounters } from './interrupt-table.js';

@@ -1,0 +1,70 @@
+// A PCI device owned through Linux VFIO (inside a guest: the ivshmem-doorbell device bound to
+// vfio-pci): the container, group and device fds, BAR0 and BAR2 mapped through the device fd,
+// config space, and MSI-X vectors delivered to eventfds. Only the syscalls: which registers mean
+// what, and the bus-master bit, are the TypeScript owner's (lib/sys/vfio-device.ts).
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "addon.h"
+#include "mapping.h"
+
+namespace ivshmem {
+
+struct VfioRegion {
+  uint64_t size = 0;
+  uint64_t offset = 0;
+  uint32_t flags = 0;
+};
+
+class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
+  // new VfioDevice(groupPath, address, maxBuffer): opens /dev/vfio/vfio and groupPath, checks
+  // the group is viable, attaches it to a type-1 IOMMU container, gets the device fd for the
+  // PCI address, maps BAR0 and BAR2. Everything opened so far is released if a step fails.
+  explicit VfioDevice(const Napi::CallbackInfo& info);
+  ~VfioDevice() override;
+  void Teardown() override;
+
+ private:
+  Napi::Value Read32(const Napi::CallbackInfo& info);
+  Napi::Value Write32(const Napi::CallbackInfo& info);
+  Napi::Value ConfigRead(const Napi::CallbackInfo& info);
+  Napi::Value ConfigWrite(const Napi::CallbackInfo& info);
+  Napi::Value SetIrqs(const Napi::CallbackInfo& info);
+  Napi::Value DisableIrqs(const Napi::CallbackInfo& info);
+  Napi::Value GetBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Window(const Napi::CallbackInfo& info);
+  Napi::Value GetInfo(const Napi::CallbackInfo& info);
+  Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  VfioRegion RegionInfo(Napi::Env env, uint32_t index);
+  void CheckOpen(Napi::Env env) const;
+  // Interrupts off, BARs unmapped, device, group and container closed: in reverse order of opening.
+  void Release();
+  void DetachAll();
+
+  std::string address_;
+  std::string groupPath_;
+  int container_ = -1;
+  int group_ = -1;
+  int device_ = -1;
+  VfioRegion bar0_, bar2_, config_;
+  uint32_t msixCount_ = 0;
+  bool irqsSet_ = false;
+  // BAR0 mapped when VFIO allows it; otherwise read32/write32 go through pread/pwrite.
+  volatile uint32_t* regs_ = nullptr;
+  size_t regsLength_ = 0;
+  std::shared_ptr<Region> memory_;
+  Napi::Reference<Napi::ArrayBuffer> buffer_;
+  // Weak: a window the program dropped may be collected; one still alive is detached at close.
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
+  size_t pruneAt_ = 16;
+};
+
+}  // namespace ivshmem
