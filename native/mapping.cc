@@ -175,7 +175,7 @@ Mapping::Mapping(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Mapping>(inf
     region_ = std::make_shared<Region>();
     region_->addr = addr;
     region_->size = size;
-    if (static_cast<double>(size) <= maxBuffer) buffer_ = Napi::Persistent(NewExternal(env, region_, 0, size));
+    if (static_cast<double>(size) <= maxBuffer) buffers_.SetWhole(NewExternal(env, region_, 0, size));
   } catch (...) {
     Release();
     throw;
@@ -197,8 +197,7 @@ void Mapping::Release() {
 void Mapping::Teardown() {
   // The environment is going away and no JS can run: unmap even if a buffer still points here.
   if (region_) region_->Unmap();
-  buffer_.Reset();
-  windows_.clear();
+  buffers_.Forget();
   Release();
 }
 
@@ -216,24 +215,19 @@ static void DetachIfAlive(Napi::Reference<Napi::ArrayBuffer>& ref) {
   ref.Reset();
 }
 
-void Mapping::DetachAll() {
-  DetachIfAlive(buffer_);
-  for (auto& window : windows_) DetachIfAlive(window);
-  windows_.clear();
+Napi::Value RegionBuffers::Whole(Napi::Env env) const {
+  if (whole_.IsEmpty()) return env.Null();
+  return whole_.Value();
 }
 
-// window(offset, length) -> a new ArrayBuffer over that part of the mapping (JS checks the
-// bounds against the runtime's limit; these checks only keep a bad call from reading astray).
-Napi::Value Mapping::Window(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!region_ || region_->addr == nullptr) throw Napi::Error::New(env, "the mapping is closed");
-  double offset = info[0].As<Napi::Number>().DoubleValue();
-  double length = info[1].As<Napi::Number>().DoubleValue();
-  double size = static_cast<double>(region_->size);
-  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
-    throw Napi::RangeError::New(env, "window outside the mapping");
+// The bounds are checked in JS against the runtime's limit; these checks only keep a bad call
+// from reading astray.
+Napi::ArrayBuffer RegionBuffers::Window(Napi::Env env, const std::shared_ptr<Region>& region, double offset,
+                                        double length, const char* what) {
+  if (!(offset >= 0 && length >= 0 && offset + length <= static_cast<double>(region->size))) {
+    throw Napi::RangeError::New(env, std::string("window outside ") + what);
   }
-  Napi::ArrayBuffer ab = NewExternal(env, region_, static_cast<size_t>(offset), static_cast<size_t>(length));
+  Napi::ArrayBuffer ab = NewExternal(env, region, static_cast<size_t>(offset), static_cast<size_t>(length));
   if (windows_.size() >= pruneAt_) {
     // Forget windows already collected, so a program making many stays bounded.
     std::vector<Napi::Reference<Napi::ArrayBuffer>> alive;
@@ -247,18 +241,36 @@ Napi::Value Mapping::Window(const Napi::CallbackInfo& info) {
   return ab;
 }
 
+void RegionBuffers::DetachAll() {
+  DetachIfAlive(whole_);
+  for (auto& window : windows_) DetachIfAlive(window);
+  windows_.clear();
+}
+
+void RegionBuffers::Forget() {
+  whole_.Reset();
+  windows_.clear();
+}
+
+// window(offset, length) -> a new ArrayBuffer over that part of the mapping.
+Napi::Value Mapping::Window(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!region_ || region_->addr == nullptr) throw Napi::Error::New(env, "the mapping is closed");
+  return buffers_.Window(env, region_, info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
+                         "the mapping");
+}
+
 Napi::Value Mapping::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   // Detach before unmapping: every view of every buffer becomes length 0 instead of dangling.
-  DetachAll();
+  buffers_.DetachAll();
   if (region_) region_->Unmap();
   Release();
   return env.Undefined();
 }
 
 Napi::Value Mapping::GetBuffer(const Napi::CallbackInfo& info) {
-  if (buffer_.IsEmpty()) return info.Env().Null();
-  return buffer_.Value();
+  return buffers_.Whole(info.Env());
 }
 
 Napi::Value Mapping::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }

@@ -24,6 +24,27 @@ struct Region {
 // clear error where the runtime refuses external buffers (never a copy).
 Napi::ArrayBuffer NewExternal(Napi::Env env, const std::shared_ptr<Region>& region, size_t offset, size_t length);
 
+// The ArrayBuffers shown over one region: the whole one (where the runtime allows its length)
+// and windows. Windows are held weakly: one the program dropped may be collected; one still
+// alive is detached, like the whole one, before the region is unmapped.
+class RegionBuffers {
+ public:
+  void SetWhole(Napi::ArrayBuffer ab) { whole_ = Napi::Persistent(ab); }
+  // The whole buffer, or null when there is none (too long, or detached).
+  Napi::Value Whole(Napi::Env env) const;
+  // A new window over [offset, offset + length) of region; `what` names the region in the RangeError.
+  Napi::ArrayBuffer Window(Napi::Env env, const std::shared_ptr<Region>& region, double offset, double length,
+                           const char* what);
+  void DetachAll();
+  // Environment teardown (no JS may run): drop the references without detaching.
+  void Forget();
+
+ private:
+  Napi::Reference<Napi::ArrayBuffer> whole_;
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
+  size_t pruneAt_ = 16;
+};
+
 class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
  public:
   static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
@@ -49,15 +70,11 @@ class Mapping : public Napi::ObjectWrap<Mapping>, public Resource {
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   Napi::Value Window(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  void DetachAll();
   void Release();
 
   std::shared_ptr<Region> region_;
   int fd_ = -1;
-  Napi::Reference<Napi::ArrayBuffer> buffer_;
-  // Weak: a window the program dropped may be collected; one still alive is detached at close.
-  std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
-  size_t pruneAt_ = 16;
+  RegionBuffers buffers_;
 };
 
 }  // namespace ivshmem

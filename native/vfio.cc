@@ -130,7 +130,7 @@ VfioDevice::VfioDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VfioDe
     memory_ = std::make_shared<Region>();
     memory_->addr = addr;
     memory_->size = bar2_.size;
-    if (static_cast<double>(bar2_.size) <= maxBuffer) buffer_ = Napi::Persistent(NewExternal(env, memory_, 0, bar2_.size));
+    if (static_cast<double>(bar2_.size) <= maxBuffer) buffers_.SetWhole(NewExternal(env, memory_, 0, bar2_.size));
   } catch (...) {
     if (memory_) memory_->Unmap();
     Release();
@@ -169,26 +169,12 @@ void VfioDevice::Release() {
 void VfioDevice::Teardown() {
   // No JS can run: unmap even if a buffer still points at BAR2.
   if (memory_) memory_->Unmap();
-  buffer_.Reset();
-  windows_.clear();
+  buffers_.Forget();
   Release();
 }
 
 void VfioDevice::CheckOpen(Napi::Env env) const {
   if (device_ < 0) throw Napi::Error::New(env, "the VFIO device is closed");
-}
-
-static void DetachIfAlive(Napi::Reference<Napi::ArrayBuffer>& ref) {
-  if (ref.IsEmpty()) return;
-  Napi::ArrayBuffer ab = ref.Value();
-  if (!ab.IsEmpty() && !ab.IsDetached()) ab.Detach();
-  ref.Reset();
-}
-
-void VfioDevice::DetachAll() {
-  DetachIfAlive(buffer_);
-  for (auto& window : windows_) DetachIfAlive(window);
-  windows_.clear();
 }
 
 // read32(offset) -> a volatile 32-bit load from BAR0 (one MMIO access: QEMU sees a 4-byte read).
@@ -298,8 +284,7 @@ Napi::Value VfioDevice::DisableIrqs(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value VfioDevice::GetBuffer(const Napi::CallbackInfo& info) {
-  if (buffer_.IsEmpty()) return info.Env().Null();
-  return buffer_.Value();
+  return buffers_.Whole(info.Env());
 }
 
 // window(offset, length) -> an ArrayBuffer over that part of BAR2, detached at close.
@@ -308,21 +293,7 @@ Napi::Value VfioDevice::Window(const Napi::CallbackInfo& info) {
   if (!memory_ || memory_->addr == nullptr) throw Napi::Error::New(env, "the VFIO device is closed");
   double offset = info[0].As<Napi::Number>().DoubleValue();
   double length = info[1].As<Napi::Number>().DoubleValue();
-  if (!(offset >= 0 && length >= 0 && offset + length <= static_cast<double>(memory_->size))) {
-    throw Napi::RangeError::New(env, "window outside BAR2");
-  }
-  Napi::ArrayBuffer ab = NewExternal(env, memory_, static_cast<size_t>(offset), static_cast<size_t>(length));
-  if (windows_.size() >= pruneAt_) {
-    // Forget windows already collected, so a program making many stays bounded.
-    std::vector<Napi::Reference<Napi::ArrayBuffer>> alive;
-    for (auto& window : windows_) {
-      if (!window.Value().IsEmpty()) alive.push_back(std::move(window));
-    }
-    windows_ = std::move(alive);
-    pruneAt_ = std::max<size_t>(16, windows_.size() * 2);
-  }
-  windows_.push_back(Napi::Weak(ab));
-  return ab;
+  return buffers_.Window(env, memory_, offset, length, "BAR2");
 }
 
 static Napi::Object RegionObject(Napi::Env env, const VfioRegion& r) {
@@ -352,7 +323,7 @@ Napi::Value VfioDevice::GetClosed(const Napi::CallbackInfo& info) { return Napi:
 
 Napi::Value VfioDevice::Close(const Napi::CallbackInfo& info) {
   // Detach before unmapping: views become length 0 instead of dangling.
-  DetachAll();
+  buffers_.DetachAll();
   if (memory_) memory_->Unmap();
   Release();
   return info.Env().Undefined();

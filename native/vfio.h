@@ -47,7 +47,6 @@ class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
   void CheckOpen(Napi::Env env) const;
   // Interrupts off, BARs unmapped, device, group and container closed: in reverse order of opening.
   void Release();
-  void DetachAll();
 
   std::string address_;
   std::string groupPath_;
@@ -61,10 +60,7 @@ class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
   volatile uint32_t* regs_ = nullptr;
   size_t regsLength_ = 0;
   std::shared_ptr<Region> memory_;
-  Napi::Reference<Napi::ArrayBuffer> buffer_;
-  // Weak: a window the program dropped may be collected; one still alive is detached at close.
-  std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
-  size_t pruneAt_ = 16;
+  RegionBuffers buffers_;
 };
 
 }  // namespace ivshmem
