@@ -57,6 +57,74 @@ export interface MemoryView {
   readonly closed: boolean;
 }
 
+/** What a native mapping shows JS: the whole buffer (null when too long or closed) and windows. */
+interface NativeBuffers {
+  readonly buffer: ArrayBuffer | null;
+  window(offset: number, length: number): ArrayBuffer;
+}
+
+/**
+ * @internal `buffer`, `view()` and `bytes()` of a native mapping (a SharedMemory's, a VFIO
+ * BAR's), against the runtime's longest ArrayBuffer; `owner` names the closed resource.
+ */
+export class MappedView implements MemoryView {
+  readonly size: number;
+  readonly #native: NativeBuffers;
+  readonly #what: string;
+  readonly #owner: string;
+  readonly #isClosed: () => boolean;
+
+  constructor(size: number, native: NativeBuffers, what: string, owner: string, isClosed: () => boolean) {
+    this.size = size;
+    this.#native = native;
+    this.#what = what;
+    this.#owner = owner;
+    this.#isClosed = isClosed;
+  }
+
+  get closed(): boolean {
+    return this.#isClosed();
+  }
+
+  get buffer(): ArrayBuffer {
+    this.#live();
+    const buffer = this.#native.buffer;
+    if (buffer === null) {
+      throw new RangeError(
+        `${this.#what} is ${this.size} bytes, more than the ${MAX_BUFFER_LENGTH} bytes one ArrayBuffer can hold in this runtime (buffer.constants.MAX_LENGTH); reach it through view(offset, length)`,
+      );
+    }
+    return buffer;
+  }
+
+  view(offset = 0, length?: number): ArrayBuffer {
+    this.#live();
+    const len = this.#length(offset, length);
+    if (len > MAX_BUFFER_LENGTH) {
+      throw new RangeError(
+        `a view of ${len} bytes is longer than the ${MAX_BUFFER_LENGTH} bytes one ArrayBuffer can hold in this runtime (buffer.constants.MAX_LENGTH); take smaller views`,
+      );
+    }
+    return this.#native.window(offset, len);
+  }
+
+  bytes(offset = 0, length?: number): Uint8Array {
+    this.#live();
+    const len = this.#length(offset, length);
+    if (this.size <= MAX_BUFFER_LENGTH) return new Uint8Array(this.buffer, offset, len);
+    return new Uint8Array(this.view(offset, len));
+  }
+
+  #length(offset: number, length: number | undefined): number {
+    check.integer('offset', offset, 0, this.size);
+    return length === undefined ? this.size - offset : check.integer('length', length, 0, this.size - offset);
+  }
+
+  #live(): void {
+    if (this.#isClosed()) throw new ClosedError(this.#owner);
+  }
+}
+
 // A buffer over the first min(size, MAX_BUFFER_LENGTH) bytes, for the layouts that live at the
 // start of the memory (header, channels, device state), whatever the region's size.
 const lowBuffers = new WeakMap<MemoryView, ArrayBuffer>();
@@ -115,12 +183,14 @@ export class SharedMemory implements MemoryView, Disposable {
   readonly #mapping: NativeMapping;
   readonly #name: string | null;
   readonly #size: number;
+  readonly #view: MappedView;
   #closed = false;
 
   private constructor(mapping: NativeMapping, name: string | null) {
     this.#mapping = mapping;
     this.#name = name;
     this.#size = mapping.size;
+    this.#view = new MappedView(mapping.size, mapping, 'this shared memory', 'SharedMemory', () => this.#closed);
   }
 
   /** Creates a named POSIX shm object (when `name` is given) or a memfd, sized and mapped. */
@@ -176,14 +246,7 @@ export class SharedMemory implements MemoryView, Disposable {
    * A RangeError for a region larger than `MAX_BUFFER_LENGTH`: use `view()` then.
    */
   get buffer(): ArrayBuffer {
-    if (this.#closed) throw new ClosedError('SharedMemory');
-    const buffer = this.#mapping.buffer;
-    if (buffer === null) {
-      throw new RangeError(
-        `this shared memory is ${this.#size} bytes, more than the ${MAX_BUFFER_LENGTH} bytes one ArrayBuffer can hold in this runtime (buffer.constants.MAX_LENGTH); reach it through view(offset, length)`,
-      );
-    }
-    return buffer;
+    return this.#view.buffer;
   }
 
   /**
@@ -192,24 +255,12 @@ export class SharedMemory implements MemoryView, Disposable {
    * `MAX_BUFFER_LENGTH`.
    */
   view(offset = 0, length?: number): ArrayBuffer {
-    if (this.#closed) throw new ClosedError('SharedMemory');
-    check.integer('offset', offset, 0, this.#size);
-    const len = length === undefined ? this.#size - offset : check.integer('length', length, 0, this.#size - offset);
-    if (len > MAX_BUFFER_LENGTH) {
-      throw new RangeError(
-        `a view of ${len} bytes is longer than the ${MAX_BUFFER_LENGTH} bytes one ArrayBuffer can hold in this runtime (buffer.constants.MAX_LENGTH); take smaller views`,
-      );
-    }
-    return this.#mapping.window(offset, len);
+    return this.#view.view(offset, length);
   }
 
   /** A byte view of [offset, offset + length) (default: to the end; at most `MAX_BUFFER_LENGTH` bytes). */
   bytes(offset = 0, length?: number): Uint8Array {
-    if (this.#closed) throw new ClosedError('SharedMemory');
-    check.integer('offset', offset, 0, this.#size);
-    const len = length === undefined ? this.#size - offset : check.integer('length', length, 0, this.#size - offset);
-    if (this.#size <= MAX_BUFFER_LENGTH) return new Uint8Array(this.buffer, offset, len);
-    return new Uint8Array(this.view(offset, len));
+    return this.#view.bytes(offset, length);
   }
 
   /**

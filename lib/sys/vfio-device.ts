@@ -15,7 +15,7 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { native, type NativeVfioDevice, type NativeVfioRegion } from './binding.js';
 import { EventFd } from './eventfd.js';
-import type { MemoryView } from './shared-memory.js';
+import { MappedView, type MemoryView } from './shared-memory.js';
 import { ClosedError, DeviceError } from '../core/errors.js';
 import * as check from '../core/validate.js';
 
@@ -55,51 +55,6 @@ function normalizeAddress(address: string): string {
 
 function region(r: NativeVfioRegion): VfioRegionInfo {
   return Object.freeze({ size: r.size, offset: r.offset, mappable: r.mappable });
-}
-
-class Bar2Memory implements MemoryView {
-  readonly #device: VfioDevice;
-  readonly #native: NativeVfioDevice;
-  readonly size: number;
-
-  constructor(device: VfioDevice, n: NativeVfioDevice) {
-    this.#device = device;
-    this.#native = n;
-    this.size = n.info.bar2.size;
-  }
-
-  get closed(): boolean {
-    return this.#device.closed;
-  }
-
-  get buffer(): ArrayBuffer {
-    this.#live();
-    const buffer = this.#native.buffer;
-    if (buffer === null) {
-      throw new RangeError(`BAR2 is ${this.size} bytes, more than one ArrayBuffer can hold in this runtime (${MAX_BUFFER_LENGTH}); reach it through view(offset, length)`);
-    }
-    return buffer;
-  }
-
-  view(offset = 0, length?: number): ArrayBuffer {
-    this.#live();
-    check.integer('offset', offset, 0, this.size);
-    const len = length === undefined ? this.size - offset : check.integer('length', length, 0, this.size - offset);
-    if (len > MAX_BUFFER_LENGTH) throw new RangeError(`a view of ${len} bytes is longer than one ArrayBuffer can hold in this runtime (${MAX_BUFFER_LENGTH})`);
-    return this.#native.window(offset, len);
-  }
-
-  bytes(offset = 0, length?: number): Uint8Array {
-    this.#live();
-    check.integer('offset', offset, 0, this.size);
-    const len = length === undefined ? this.size - offset : check.integer('length', length, 0, this.size - offset);
-    if (this.size <= MAX_BUFFER_LENGTH) return new Uint8Array(this.buffer, offset, len);
-    return new Uint8Array(this.view(offset, len));
-  }
-
-  #live(): void {
-    if (this.#device.closed) throw new ClosedError('VfioDevice');
-  }
 }
 
 export class VfioDevice implements Disposable {
@@ -143,7 +98,7 @@ export class VfioDevice implements Disposable {
       read32: (offset: number): number => live().read32(offsetIn(offset)),
       write32: (offset: number, value: number): void => live().write32(offsetIn(offset), check.integer('value', value, 0, 0xffffffff)),
     });
-    this.memory = new Bar2Memory(this, n);
+    this.memory = new MappedView(n.info.bar2.size, n, 'BAR2', 'VfioDevice', () => this.closed);
   }
 
   /**
