@@ -193,6 +193,9 @@ describe('fds held unread by clients', () => {
       const stayed = of(server, 'peer-left').filter((m) => m.id === reader.id || m.id === sleeper.id);
       expect(stayed).toEqual([]);
       expect(reader.serverLost).toBe(false);
+      // Each newcomer closed right after connecting; the server sees those EOFs a moment later.
+      const left = (): Set<number> => new Set(of(server, 'peer-left').map((m) => m.id as number));
+      await waitFor(() => newcomers.every((id) => left().has(id)), () => `the server to see every newcomer leave (${newcomers.filter((id) => !left().has(id)).join(', ')} not yet)`);
       const live = ((await server.request({ cmd: 'peers' })).peers as { id: number }[]).map((p) => p.id).sort((a, b) => a - b);
       expect(live).toEqual([reader.id, sleeper.id, ...nonReaders].sort((a, b) => a - b));
       const others = (self: number): number[] => live.filter((id) => id !== self);
