@@ -10,6 +10,8 @@
         "native/watcher.cc",
         "native/socket.cc",
         "native/interrupt_table.cc",
+        "native/mmio.cc",
+        "native/registers.cc",
         "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

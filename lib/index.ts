@@ -1,5 +1,6 @@
 /**
- * `ivshmem`: peers, the server, the bitmask doorbell, channels and errors. The building blocks
+ * `ivshmem`: peers, the server, the guest's device (inside a VM), the bitmask doorbell, channels
+ * and errors. The building blocks
  * below them are in `ivshmem/sys`, the formats in `ivshmem/protocol`, the register models of
  * the three designs in `ivshmem/devices`.
  */
@@ -20,6 +21,8 @@ export {
 } from './network/server.js';
 export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './network/peer.js';
 export type { Endpoint, EndpointEvents, PendingBits, PeerVectors } from './endpoint/endpoint.js';
+export { GuestDevice, type GuestDeviceOptions, type GuestRegisters } from './guest/guest-device.js';
+export { listDevices, type GuestDeviceInfo, type BarInfo } from './guest/discovery.js';
 export { BitmaskDoorbell, type ReceiveOptions } from './doorbell/bitmask-doorbell.js';
 export {
   ChannelProducer,

@@ -8,6 +8,7 @@
 #include "errors.h"
 #include "eventfd.h"
 #include "mapping.h"
+#include "registers.h"
 #include "socket.h"
 #include "vfio.h"
 #include "watcher.h"
@@ -110,6 +111,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Socket::Init(env, exports, data);
   InterruptTable::Init(env, exports, data);
   VfioDevice::Init(env, exports, data);
+  Registers::Init(env, exports, data);
   return exports;
 }
 

@@ -9,6 +9,8 @@
 
 #include "errors.h"
 #include "eventfd.h"
+#include "registers.h"
+#include "vfio.h"
 
 namespace ivshmem {
 
@@ -23,15 +25,18 @@ bool TableState::Signal(int fd) {
 }
 
 void TableState::ClosePeer(uint32_t peer) {
+  vectors[peer] = 0;
   if (peer >= fds.size()) return;
   for (int fd : fds[peer]) close(fd);
   fds[peer].clear();
-  vectors[peer] = 0;
 }
 
 void TableState::CloseAll() {
   for (uint32_t p = 0; p < fds.size(); p++) ClosePeer(p);
+  for (uint32_t p : order) vectors[p] = 0;  // doorbell-mode peers hold no fds
+  vectors[self] = 0;
   order.clear();
+  doorbell.reset();
 }
 
 // ---- hot path: raw Node-API functions, `data` = TableState --------------------------------------
@@ -92,8 +97,20 @@ static napi_value SignalFn(napi_env env, napi_callback_info info) {
   uint32_t dest, vector = 0;
   if (!ArgU32(env, argv[0], &dest, "dest")) return nullptr;
   if (argc > 1 && !ArgU32(env, argv[1], &vector, "vector")) return nullptr;
-  int fd = s->FdOf(dest, vector);
   napi_value out;
+  if (s->doorbell) {
+    bool known = dest < kPeerIds && vector < s->vectors[dest];
+    if (known) {
+      if (!s->doorbell->Write32(s->doorbellOffset, dest << 16 | vector)) {
+        napi_throw(env, SystemError(Napi::Env(env), errno, "pwrite", s->doorbell->what).Value());
+        return nullptr;
+      }
+      s->counters.doorbellWrites++;
+    }
+    napi_get_boolean(env, known, &out);
+    return out;
+  }
+  int fd = s->FdOf(dest, vector);
   if (fd < 0) {
     napi_get_boolean(env, false, &out);
     return out;
@@ -150,6 +167,8 @@ void InterruptTable::Init(Napi::Env env, Napi::Object exports, AddonData*) {
                                         InstanceMethod<&InterruptTable::Add>("add"),
                                         InstanceMethod<&InterruptTable::Remove>("remove"),
                                         InstanceMethod<&InterruptTable::Peers>("peers"),
+                                        InstanceMethod<&InterruptTable::SetDoorbell>("setDoorbell"),
+                                        InstanceMethod<&InterruptTable::SetVectors>("setVectors"),
                                         InstanceMethod<&InterruptTable::Close>("close"),
                                     });
   Napi::Array names = Napi::Array::New(env);
@@ -222,6 +241,12 @@ void InterruptTable::Release() {
 
 void InterruptTable::Teardown() { Release(); }
 
+static Napi::Error Closed(Napi::Env env) {
+  Napi::Error e = Napi::Error::New(env, "InterruptTable is closed");
+  e.Set("code", "ERR_IVSHMEM_CLOSED");
+  return e;
+}
+
 // add(peer, fd) -> the vector index it became. Adopts fd, whatever happens: it is an eventfd the
 // table now owns (the only copy: nobody else may close it), or it is closed and this throws.
 Napi::Value InterruptTable::Add(const Napi::CallbackInfo& info) {
@@ -231,17 +256,16 @@ Napi::Value InterruptTable::Add(const Napi::CallbackInfo& info) {
     if (fd >= 0) close(fd);
     throw error;
   };
-  if (!state_ || state_->closed) {
-    Napi::Error e = Napi::Error::New(env, "InterruptTable is closed");
-    e.Set("code", "ERR_IVSHMEM_CLOSED");
-    refuse(e);
-  }
+  if (!state_ || state_->closed) refuse(Closed(env));
   TableState& s = *state_;
   double id = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
   if (!(id >= 0 && id < kPeerIds) || id != static_cast<double>(static_cast<uint32_t>(id))) {
     refuse(Napi::RangeError::New(env, "peer must be an integer 0..65535"));
   }
   uint32_t peer = static_cast<uint32_t>(id);
+  if (s.doorbell && (peer != s.self || (s.vectors[peer] > 0 && (peer >= s.fds.size() || s.fds[peer].empty())))) {
+    refuse(Napi::Error::New(env, "in doorbell mode only the own vectors are eventfds (and not after setVectors)"));
+  }
   if (s.vectors[peer] == UINT16_MAX) refuse(Napi::RangeError::New(env, "too many vectors for one peer"));
   AdoptEventFd(env, fd);
   if (s.fds.size() <= peer) s.fds.resize(static_cast<size_t>(peer) + 1);
@@ -257,7 +281,7 @@ Napi::Value InterruptTable::Remove(const Napi::CallbackInfo& info) {
   TableState& s = *state_;
   uint32_t peer = info[0].As<Napi::Number>().Uint32Value();
   if (peer == s.self) throw Napi::RangeError::New(env, "the own vectors go only with the table");
-  if (peer >= s.fds.size() || s.fds[peer].empty()) return env.Undefined();
+  if (peer >= kPeerIds || s.vectors[peer] == 0) return env.Undefined();
   s.ClosePeer(peer);
   for (auto it = s.order.begin(); it != s.order.end(); ++it) {
     if (*it == peer) {
@@ -275,6 +299,52 @@ Napi::Value InterruptTable::Peers(const Napi::CallbackInfo& info) {
   if (!state_) return out;
   for (uint32_t i = 0; i < state_->order.size(); i++) out.Set(i, state_->order[i]);
   return out;
+}
+
+// setDoorbell(registers, offset): doorbell mode, once, before any peer is added. `registers` is
+// a VfioDevice or a Registers; the table holds its own share of them.
+Napi::Value InterruptTable::SetDoorbell(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_ || state_->closed) throw Closed(env);
+  TableState& s = *state_;
+  std::shared_ptr<Mmio> mmio = VfioDevice::MmioOf(info[0]);
+  if (!mmio) mmio = Registers::MmioOf(info[0]);
+  if (!mmio) throw Napi::TypeError::New(env, "registers must be a native VfioDevice or Registers that is open");
+  uint32_t offset = info[1].As<Napi::Number>().Uint32Value();
+  if (!mmio->InBounds(offset)) throw Napi::RangeError::New(env, "the Doorbell offset is outside the registers or unaligned");
+  if (s.doorbell) throw Napi::Error::New(env, "the interrupt table rings through a Doorbell register already");
+  if (!s.order.empty() || !s.fds.empty()) throw Napi::Error::New(env, "doorbell mode must be set before any peer is added");
+  s.doorbell = std::move(mmio);
+  s.doorbellOffset = offset;
+  return env.Undefined();
+}
+
+// setVectors(peer, n): in doorbell mode, peer can be rung on vectors 0..n-1 (0: no longer).
+// For peers without eventfds: the others, and the own ID when no own eventfds wake it.
+Napi::Value InterruptTable::SetVectors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_ || state_->closed) throw Closed(env);
+  TableState& s = *state_;
+  if (!s.doorbell) throw Napi::Error::New(env, "setVectors is for doorbell mode only");
+  uint32_t peer = info[0].As<Napi::Number>().Uint32Value();
+  uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+  if (peer >= kPeerIds) throw Napi::RangeError::New(env, "peer must be 0..65535");
+  if (n > UINT16_MAX) throw Napi::RangeError::New(env, "at most 65535 vectors");
+  if (peer < s.fds.size() && !s.fds[peer].empty()) throw Napi::Error::New(env, "this peer's vectors are its eventfds");
+  bool listed = s.vectors[peer] > 0;
+  s.vectors[peer] = static_cast<uint16_t>(n);
+  if (peer != s.self) {
+    if (n > 0 && !listed) s.order.push_back(peer);
+    if (n == 0 && listed) {
+      for (auto it = s.order.begin(); it != s.order.end(); ++it) {
+        if (*it == peer) {
+          s.order.erase(it);
+          break;
+        }
+      }
+    }
+  }
+  return env.Undefined();
 }
 
 Napi::Value InterruptTable::Close(const Napi::CallbackInfo& info) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "mmio.h"
 
 namespace ivshmem {
 
@@ -23,6 +24,7 @@ namespace ivshmem {
   X(suppressed)    /* rings that found the bit already set: no system call at all */         \
   X(signals)       /* 0->1 edges made (each one an eventfd write) */                         \
   X(eventfdWrites) /* write(2) on an eventfd */                                              \
+  X(doorbellWrites) /* 32-bit stores to a Doorbell register (inside a VM: one exit each) */  \
   X(eventfdReads)  /* read(2) on an eventfd (including the one that finds EAGAIN) */         \
   X(wakeups)       /* times the event loop woke this peer for an own eventfd */              \
   X(spurious)      /* wakeups that found the eventfd already drained */                      \
@@ -47,6 +49,10 @@ struct TableState {
   uint16_t vectors[kPeerIds] = {};
   InterruptCounters counters;
   bool closed = false;
+  // Doorbell mode (a guest's device): every signal is a store of dest << 16 | vector to this
+  // register, for any peer with vectors, own included; the own eventfds only wake.
+  std::shared_ptr<Mmio> doorbell;
+  uint32_t doorbellOffset = 0;
 
   int FdOf(uint32_t peer, uint32_t vector) const {
     return peer < fds.size() && vector < fds[peer].size() ? fds[peer][vector] : -1;
@@ -70,6 +76,8 @@ class InterruptTable : public Napi::ObjectWrap<InterruptTable>, public Resource 
   Napi::Value Add(const Napi::CallbackInfo& info);
   Napi::Value Remove(const Napi::CallbackInfo& info);
   Napi::Value Peers(const Napi::CallbackInfo& info);
+  Napi::Value SetDoorbell(const Napi::CallbackInfo& info);
+  Napi::Value SetVectors(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void Release();
 

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "errors.h"
+#include "registers.h"
 
 namespace ivshmem {
 
@@ -116,12 +117,8 @@ VfioDevice::VfioDevice(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VfioDe
     }
     msixCount_ = irq.count;
     if (bar0_.size < 4) ThrowSystemError(env, ENODEV, "mmap", Detail(address_, "BAR0") + " is empty", address_);
-    if (bar0_.flags & VFIO_REGION_INFO_FLAG_MMAP) {
-      void* addr = mmap(nullptr, bar0_.size, PROT_READ | PROT_WRITE, MAP_SHARED, device_, static_cast<off_t>(bar0_.offset));
-      if (addr == MAP_FAILED) ThrowSystemError(env, errno, "mmap", Detail(address_, "BAR0"), address_);
-      regs_ = static_cast<volatile uint32_t*>(addr);
-      regsLength_ = bar0_.size;
-    }
+    regs_ = Mmio::Open(env, device_, bar0_.offset, bar0_.size, (bar0_.flags & VFIO_REGION_INFO_FLAG_MMAP) != 0,
+                       Detail(address_, "BAR0"));
     if (bar2_.size == 0 || !(bar2_.flags & VFIO_REGION_INFO_FLAG_MMAP)) {
       ThrowSystemError(env, ENODEV, "mmap", Detail(address_, "BAR2") + (bar2_.size == 0 ? " is empty" : " cannot be mapped"), address_);
     }
@@ -152,10 +149,9 @@ void VfioDevice::Release() {
   }
   // The memory region may outlive us in an ArrayBuffer's hold (close() unmaps it explicitly).
   memory_.reset();
-  if (regs_ != nullptr) {
-    munmap(const_cast<uint32_t*>(regs_), regsLength_);
-    regs_ = nullptr;
-    regsLength_ = 0;
+  if (regs_) {
+    regs_->Release();  // every holder (an interrupt table's doorbell) now fails with EBADF
+    regs_.reset();
   }
   for (int* fd : {&device_, &group_, &container_}) {
     if (*fd >= 0) {
@@ -177,34 +173,13 @@ void VfioDevice::CheckOpen(Napi::Env env) const {
   if (device_ < 0) throw Napi::Error::New(env, "the VFIO device is closed");
 }
 
-// read32(offset) -> a volatile 32-bit load from BAR0 (one MMIO access: QEMU sees a 4-byte read).
-Napi::Value VfioDevice::Read32(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env);
-  uint32_t offset = info[0].As<Napi::Number>().Uint32Value();
-  if (offset % 4 != 0 || static_cast<uint64_t>(offset) + 4 > bar0_.size) throw Napi::RangeError::New(env, "register offset outside BAR0 or not 4-byte aligned");
-  uint32_t value;
-  if (regs_ != nullptr) {
-    value = regs_[offset / 4];
-  } else if (pread(device_, &value, 4, static_cast<off_t>(bar0_.offset + offset)) != 4) {
-    ThrowSystemError(env, errno, "pread", Detail(address_, "BAR0"), address_);
-  }
-  return Napi::Number::New(env, value);
-}
+// read32(offset) / write32(offset, value): one volatile 32-bit access to BAR0.
+Napi::Value VfioDevice::Read32(const Napi::CallbackInfo& info) { return ReadRegister(info, regs_); }
+Napi::Value VfioDevice::Write32(const Napi::CallbackInfo& info) { return WriteRegister(info, regs_); }
 
-// write32(offset, value): a volatile 32-bit store to BAR0.
-Napi::Value VfioDevice::Write32(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env);
-  uint32_t offset = info[0].As<Napi::Number>().Uint32Value();
-  uint32_t value = info[1].As<Napi::Number>().Uint32Value();
-  if (offset % 4 != 0 || static_cast<uint64_t>(offset) + 4 > bar0_.size) throw Napi::RangeError::New(env, "register offset outside BAR0 or not 4-byte aligned");
-  if (regs_ != nullptr) {
-    regs_[offset / 4] = value;
-  } else if (pwrite(device_, &value, 4, static_cast<off_t>(bar0_.offset + offset)) != 4) {
-    ThrowSystemError(env, errno, "pwrite", Detail(address_, "BAR0"), address_);
-  }
-  return env.Undefined();
+std::shared_ptr<Mmio> VfioDevice::MmioOf(Napi::Value value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kVfioDeviceTag)) return nullptr;
+  return Unwrap(value.As<Napi::Object>())->regs_;
 }
 
 static void CheckConfigAccess(Napi::Env env, uint32_t offset, uint32_t width, uint64_t size) {
@@ -315,7 +290,7 @@ Napi::Value VfioDevice::GetInfo(const Napi::CallbackInfo& info) {
   o.Set("bar2", RegionObject(env, bar2_));
   o.Set("config", RegionObject(env, config_));
   o.Set("msixVectors", msixCount_);
-  o.Set("bar0Mapped", regs_ != nullptr);
+  o.Set("bar0Mapped", regs_ && regs_->Mapped());
   return o;
 }
 

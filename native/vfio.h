@@ -11,6 +11,7 @@
 
 #include "addon.h"
 #include "mapping.h"
+#include "mmio.h"
 
 namespace ivshmem {
 
@@ -29,6 +30,8 @@ class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
   explicit VfioDevice(const Napi::CallbackInfo& info);
   ~VfioDevice() override;
   void Teardown() override;
+  // BAR0 of this object, or null if `value` is not a VfioDevice.
+  static std::shared_ptr<Mmio> MmioOf(Napi::Value value);
 
  private:
   Napi::Value Read32(const Napi::CallbackInfo& info);
@@ -56,9 +59,8 @@ class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
   VfioRegion bar0_, bar2_, config_;
   uint32_t msixCount_ = 0;
   bool irqsSet_ = false;
-  // BAR0 mapped when VFIO allows it; otherwise read32/write32 go through pread/pwrite.
-  volatile uint32_t* regs_ = nullptr;
-  size_t regsLength_ = 0;
+  // BAR0: mapped when VFIO allows it, otherwise pread/pwrite on the device fd.
+  std::shared_ptr<Mmio> regs_;
   std::shared_ptr<Region> memory_;
   RegionBuffers buffers_;
 };

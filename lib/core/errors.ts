@@ -140,14 +140,30 @@ export class TooLargeError extends IvshmemError {
   }
 }
 
-/** Why a PCI device could not be opened through VFIO; stable, for programs to branch on. */
+/** Why a PCI device could not be found or opened; stable, for programs to branch on. */
 export type DeviceErrorReason =
   /** Not a PCI address (DDDD:BB:DD.F), or no such device in /sys/bus/pci/devices. */
   | 'bad-address'
+  /** No ivshmem device (1af4:1110) in the system, or several and none chosen. */
+  | 'no-device'
+  /** The address is a PCI device, but not an ivshmem one. */
+  | 'not-ivshmem'
   /** The device has no IOMMU group (no IOMMU, or it is off: intel_iommu=on). */
   | 'no-iommu-group'
+  /** VFIO is not there: the vfio-pci module is not loaded (or /dev/vfio/vfio is missing). */
+  | 'no-vfio'
   /** Another device of the group is bound to a driver other than vfio-pci. */
-  | 'not-viable';
+  | 'not-viable'
+  /** The device is not bound to vfio-pci, and binding was not asked for. */
+  | 'not-bound'
+  /** A driver other than the one needed holds the device (it is left alone). */
+  | 'bound-elsewhere'
+  /** Binding to vfio-pci was asked for and did not take. */
+  | 'bind-failed'
+  /** Another process has the device's VFIO group open. */
+  | 'busy'
+  /** This process may not open or bind the device (root, or the group's /dev/vfio node, is needed). */
+  | 'permission';
 
 export class DeviceError extends IvshmemError {
   declare readonly code: typeof ErrorCodes.DEVICE;

@@ -6,15 +6,16 @@
  * and injects once, so rings that arrive together coalesce into one injection.
  */
 import type { Endpoint } from '../endpoint/endpoint.js';
+import { Bar0, doorbellValue } from '../protocol/pci.js';
 import { DeviceModel } from './device-model.js';
 import type { ReadableOf, RegisterMap, WritableOf } from './registers.js';
 import * as check from '../core/validate.js';
 
 export const QEMU_REGISTERS = {
-  IntrMask: { offset: 0x00, width: 32, access: 'rw' },
-  IntrStatus: { offset: 0x04, width: 32, access: 'rw' },
-  IVPosition: { offset: 0x08, width: 32, access: 'r' },
-  Doorbell: { offset: 0x0c, width: 32, access: 'w' },
+  IntrMask: { offset: Bar0.IntrMask, width: 32, access: 'rw' },
+  IntrStatus: { offset: Bar0.IntrStatus, width: 32, access: 'rw' },
+  IVPosition: { offset: Bar0.IVPosition, width: 32, access: 'r' },
+  Doorbell: { offset: Bar0.Doorbell, width: 32, access: 'w' },
 } as const satisfies RegisterMap;
 export type QemuRegisters = typeof QEMU_REGISTERS;
 
@@ -76,7 +77,7 @@ export class QemuDevice extends DeviceModel<QemuRegisters, QemuDeviceEvents> {
   ring(dest: number, vector = 0): void {
     check.integer('dest', dest, 0, 0xffff);
     check.integer('vector', vector, 0, 0xffff);
-    this.writel('Doorbell', ((dest << 16) | vector) >>> 0);
+    this.writel('Doorbell', doorbellValue(dest, vector));
   }
 
   #doorbell(dest: number, vector: number): void {

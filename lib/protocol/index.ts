@@ -1,7 +1,7 @@
 /**
  * `ivshmem/protocol`: the formats as pure code, no I/O — the ivshmem-server wire protocol
- * (docs/protocol.md), the bitmask header (docs/header.md) and the channel layout
- * (docs/channel.md).
+ * (docs/protocol.md), the bitmask header (docs/header.md), the channel layout
+ * (docs/channel.md) and the ivshmem PCI device's registers.
  */
 export * from './wire.js';
 export { HEADER_MAGIC, HEADER_VERSION, HeaderField, headerLayout, readHeader, writeHeader, type HeaderLayout } from './header.js';
@@ -16,3 +16,4 @@ export {
   readChannelHeader,
   type ChannelInfo,
 } from './channel-layout.js';
+export { IVSHMEM_VENDOR_ID, IVSHMEM_DEVICE_ID, Bar0, BAR0_SIZE, doorbellValue, msixVectorsOf, type Bar0Register } from './pci.js';

@@ -58,8 +58,12 @@ export interface NativeInterruptTable {
   add(peer: number, fd: number): number;
   /** Closes the eventfds of `peer` (not the own ID). */
   remove(peer: number): void;
-  /** Other peers with eventfds, in the order their first vector arrived. */
+  /** Other peers that can be rung, in the order their first vector arrived. */
   peers(): number[];
+  /** Doorbell mode: every signal a 32-bit store of dest << 16 | vector at `offset` of `registers` (a native VfioDevice or Registers). */
+  setDoorbell(registers: object, offset: number): void;
+  /** Doorbell mode: `peer` (without eventfds) can be rung on vectors 0..n-1; 0 removes it. */
+  setVectors(peer: number, n: number): void;
   close(): void;
   /** One eventfd write to (dest, vector), counted: false if there is no such eventfd. */
   readonly signal: (dest: number, vector: number) => boolean;
@@ -69,6 +73,15 @@ export interface NativeInterruptTable {
   readonly countersBuffer: ArrayBuffer;
   /** Vectors held per peer ID (own included), uint16 by ID 0..65535, in native memory. */
   readonly vectorsBuffer: ArrayBuffer;
+}
+
+export interface NativeRegisters {
+  /** One volatile 32-bit load (bounds checked natively too). */
+  read32(offset: number): number;
+  write32(offset: number, value: number): void;
+  readonly closed: boolean;
+  /** Unmaps; later accesses (also an interrupt table's doorbell) fail. Idempotent. */
+  close(): void;
 }
 
 export interface NativeVfioRegion {
@@ -143,6 +156,8 @@ export interface NativeBinding {
   };
   /** (groupPath '/dev/vfio/N', PCI address, maxBuffer). */
   readonly VfioDevice: new (groupPath: string, address: string, maxBuffer: number) => NativeVfioDevice;
+  /** (path of a sysfs resource file, where the BAR starts in its first page, size). */
+  readonly Registers: new (path: string, offsetInPage: number, size: number) => NativeRegisters;
   readonly Socket: {
     listen(path: string, mode: number, backlog: number): NativeSocket;
     connect(path: string): NativeSocket;

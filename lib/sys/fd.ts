@@ -7,6 +7,11 @@ export function closeFd(fd: number): void {
   native.closeFd(check.fd('fd', fd));
 }
 
+/** A copy of `fd` (close-on-exec), the caller's to close: for a second owner of the same file. */
+export function dupFd(fd: number): number {
+  return native.dupFd(check.fd('fd', fd));
+}
+
 /**
  * One slot of the fd table held in reserve (an fd on /dev/null), as libuv does for EMFILE: when
  * the table is full, `release()` frees the slot so that one more fd can be had (to accept a

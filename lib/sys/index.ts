@@ -14,5 +14,6 @@ export { EventFd } from './eventfd.js';
 export { FdWatcher, type FdWatcherEvents } from './watcher.js';
 export { UnixSocket, type Received, type ListenOptions } from './unix-socket.js';
 export { closeFd } from './fd.js';
-export { VfioDevice, type DeviceRegisters, type VfioRegionInfo } from './vfio-device.js';
+export { VfioDevice, type VfioRegionInfo } from './vfio-device.js';
+export { PciRegisters, type DeviceRegisters } from './registers.js';
 export type { InterruptCounters } from './interrupt-table.js';

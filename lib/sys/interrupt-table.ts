@@ -6,6 +6,7 @@
  */
 import { native, type NativeInterruptTable } from './binding.js';
 import { ClosedError, LoadError } from '../core/errors.js';
+import { registersHandle, type DeviceRegisters } from './registers.js';
 import { FdWatcher } from './watcher.js';
 import * as check from '../core/validate.js';
 
@@ -19,6 +20,8 @@ export interface InterruptCounters {
   signals: number;
   /** write(2) on an eventfd. */
   eventfdWrites: number;
+  /** 32-bit stores to the Doorbell register (a device in a VM: each one an exit to QEMU). */
+  doorbellWrites: number;
   /** read(2) on an eventfd (including the one that finds EAGAIN). */
   eventfdReads: number;
   /** Times the event loop woke this peer for an own eventfd. */
@@ -34,7 +37,7 @@ type CounterName = keyof InterruptCounters;
 
 // The order of the counters is the addon's (its one list, native/interrupt_table.h); this side
 // only checks that the names are the ones it types.
-const TYPED = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 } satisfies InterruptCounters;
+const TYPED = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, doorbellWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 } satisfies InterruptCounters;
 const NAMES = native.InterruptTable.counterNames as readonly CounterName[];
 if (NAMES.length !== Object.keys(TYPED).length || !NAMES.every((n) => Object.hasOwn(TYPED, n))) {
   throw new LoadError(
@@ -60,6 +63,12 @@ export interface InterruptTableOptions {
   onInterrupt: (vector: number, count: number) => void;
   /** Bitmask mode: the header's bit words in `memory` (the low buffer of the shared memory). */
   bitmask?: { memory: ArrayBuffer; layout: BitWordsLayout };
+  /**
+   * Doorbell mode (a guest's device): every signal, own ID included, is one store of
+   * `dest << 16 | vector` to the register at `offset`; own eventfds (add) only wake. Peers are
+   * rung on the vectors setVectors() gives them.
+   */
+  doorbell?: { registers: DeviceRegisters; offset: number };
 }
 
 export class InterruptTable implements Disposable {
@@ -86,6 +95,7 @@ export class InterruptTable implements Disposable {
     this.#vectors = new Uint16Array(this.#native.vectorsBuffer);
     this.#counts = new Float64Array(this.#native.countersBuffer);
     try {
+      if (options.doorbell !== undefined) this.#native.setDoorbell(registersHandle(options.doorbell.registers), options.doorbell.offset);
       this.pendingWords =
         options.bitmask === undefined
           ? null
@@ -128,6 +138,15 @@ export class InterruptTable implements Disposable {
     this.#native.remove(peer);
   }
 
+  /**
+   * Doorbell mode: `peer` can be rung on vectors 0..vectors-1 from now on (0: no longer). For
+   * every peer but one with own eventfds (added with add()).
+   */
+  setVectors(peer: number, vectors: number): void {
+    if (this.#closed) throw new ClosedError('InterruptTable');
+    this.#native.setVectors(check.integer('peer', peer, 0, 65535), check.integer('vectors', vectors, 0, 65535));
+  }
+
   /** Vectors held for `peer` (own ID included); 0 if it cannot be rung. */
   vectorsOf(peer: number): number {
     return this.#vectors[peer] ?? 0;
@@ -139,7 +158,7 @@ export class InterruptTable implements Disposable {
     return this.#native.peers().map((id) => ({ id, vectors: this.#vectors[id]! }));
   }
 
-  /** Writes the eventfd of (`peer`, `vector`): false if the table has none. */
+  /** Writes the eventfd of (`peer`, `vector`), or in doorbell mode the Doorbell register: false if it cannot be rung. */
   signal(peer: number, vector: number): boolean {
     if (this.#closed) throw new ClosedError('InterruptTable');
     return this.#signal(peer, vector);

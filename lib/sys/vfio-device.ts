@@ -15,13 +15,13 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { native, type NativeVfioDevice, type NativeVfioRegion } from './binding.js';
 import { EventFd } from './eventfd.js';
+import { deviceRegisters, type DeviceRegisters } from './registers.js';
 import { MappedView, type MemoryView } from './shared-memory.js';
 import { ClosedError, DeviceError } from '../core/errors.js';
 import * as check from '../core/validate.js';
 
 const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
 const PCI_DEVICES = '/sys/bus/pci/devices';
-const ADDRESS = /^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$/;
 
 /** PCI_COMMAND in config space, and its bus master bit. */
 const PCI_COMMAND = 0x4;
@@ -34,23 +34,6 @@ export interface VfioRegionInfo {
   readonly offset: number;
   /** Whether VFIO lets the region be mapped (VFIO_REGION_INFO_FLAG_MMAP). */
   readonly mappable: boolean;
-}
-
-/** BAR0 as 32-bit registers. */
-export interface DeviceRegisters {
-  /** Bytes. */
-  readonly size: number;
-  /** One volatile 32-bit load at `offset` (a multiple of 4 inside BAR0). */
-  read32(offset: number): number;
-  /** One volatile 32-bit store of `value` (an unsigned 32-bit integer) at `offset`. */
-  write32(offset: number, value: number): void;
-}
-
-/** 'DDDD:BB:DD.F' from 'DDDD:BB:DD.F' or 'BB:DD.F' (domain 0000), lower case; DeviceError 'bad-address' otherwise. */
-function normalizeAddress(address: string): string {
-  const m = ADDRESS.exec(address.toLowerCase());
-  if (m === null) throw new DeviceError('bad-address', address, `${JSON.stringify(address)} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:00:02.0)`);
-  return `${m[1] ?? '0000'}:${m[2]}:${m[3]}.${m[4]}`;
 }
 
 function region(r: NativeVfioRegion): VfioRegionInfo {
@@ -83,21 +66,7 @@ export class VfioDevice implements Disposable {
     this.bar2 = region(info.bar2);
     this.config = region(info.config);
     this.msixVectors = info.msixVectors;
-    const live = (): NativeVfioDevice => {
-      if (this.#closed) throw new ClosedError('VfioDevice');
-      return n;
-    };
-    const size = info.bar0.size;
-    const offsetIn = (offset: number): number => {
-      check.integer('offset', offset, 0, size - 4);
-      if (offset % 4 !== 0) throw new RangeError(`offset must be a multiple of 4, got ${offset}`);
-      return offset;
-    };
-    this.registers = Object.freeze({
-      size,
-      read32: (offset: number): number => live().read32(offsetIn(offset)),
-      write32: (offset: number, value: number): void => live().write32(offsetIn(offset), check.integer('value', value, 0, 0xffffffff)),
-    });
+    this.registers = deviceRegisters(n, info.bar0.size, 'VfioDevice', () => this.#closed);
     this.memory = new MappedView(n.info.bar2.size, n, 'BAR2', 'VfioDevice', () => this.closed);
   }
 
@@ -110,7 +79,7 @@ export class VfioDevice implements Disposable {
    */
   static open(address: string): VfioDevice {
     check.string('address', address);
-    const full = normalizeAddress(address);
+    const full = check.pciAddress(address);
     const dir = `${PCI_DEVICES}/${full}`;
     if (!existsSync(dir)) throw new DeviceError('bad-address', address, `no PCI device ${full} (${dir} does not exist)`);
     let group: string;

@@ -18,17 +18,17 @@ function namesOf(specifier: string): { names?: string[]; code?: string } {
 describe('exports', () => {
   requireBuilt();
 
-  it('ivshmem: peers, server, doorbell, channels, errors — no syscalls, codec or device models', () => {
+  it('ivshmem: peers, server, guest device, doorbell, channels, errors — no syscalls, codec or device models', () => {
     const { names } = namesOf('ivshmem');
-    expect(names).toEqual(expect.arrayContaining(['Peer', 'PeerServer', 'BitmaskDoorbell', 'ChannelProducer', 'ChannelConsumer', 'createChannel', 'ErrorCodes', 'isIvshmemError', 'TooLargeError', 'DEFAULT_MAX_SIZE']));
-    for (const lower of ['SharedMemory', 'EventFd', 'UnixSocket', 'FdWatcher', 'encodeMessage', 'ClientDecoder', 'readHeader', 'QemuDevice', 'Legacy2010Device']) {
+    expect(names).toEqual(expect.arrayContaining(['Peer', 'PeerServer', 'BitmaskDoorbell', 'ChannelProducer', 'ChannelConsumer', 'createChannel', 'ErrorCodes', 'isIvshmemError', 'TooLargeError', 'DEFAULT_MAX_SIZE', 'GuestDevice', 'listDevices', 'DeviceError']));
+    for (const lower of ['SharedMemory', 'EventFd', 'UnixSocket', 'FdWatcher', 'VfioDevice', 'PciRegisters', 'encodeMessage', 'ClientDecoder', 'readHeader', 'QemuDevice', 'Legacy2010Device']) {
       expect(names, lower).not.toContain(lower);
     }
   });
 
   it('ivshmem/sys, ivshmem/protocol, ivshmem/devices give their layer', () => {
-    expect(namesOf('ivshmem/sys').names).toEqual(['EventFd', 'FdWatcher', 'SharedMemory', 'UnixSocket', 'VfioDevice', 'closeFd', 'normalizeShmName']);
-    expect(namesOf('ivshmem/protocol').names).toEqual(expect.arrayContaining(['ClientDecoder', 'encodeMessage', 'decodeMessage', 'MESSAGE_SIZE', 'readHeader', 'headerLayout', 'readChannelHeader', 'CHANNEL_HEADER_BYTES']));
+    expect(namesOf('ivshmem/sys').names).toEqual(['EventFd', 'FdWatcher', 'PciRegisters', 'SharedMemory', 'UnixSocket', 'VfioDevice', 'closeFd', 'normalizeShmName']);
+    expect(namesOf('ivshmem/protocol').names).toEqual(expect.arrayContaining(['ClientDecoder', 'encodeMessage', 'decodeMessage', 'MESSAGE_SIZE', 'readHeader', 'headerLayout', 'readChannelHeader', 'CHANNEL_HEADER_BYTES', 'Bar0', 'doorbellValue', 'msixVectorsOf']));
     expect(namesOf('ivshmem/devices').names).toEqual(expect.arrayContaining(['QemuDevice', 'Legacy2010Device', 'BitmaskDevice', 'DeviceModel']));
   });
 
@@ -44,5 +44,6 @@ describe('exports', () => {
     expect(r.stdout + r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(readFileSync(join(REPO, 'dist', 'lib', 'sys', 'shared-memory.d.ts'), 'utf8')).not.toContain('lowBuffer');
+    expect(readFileSync(join(REPO, 'dist', 'lib', 'sys', 'registers.d.ts'), 'utf8')).not.toContain('registersHandle');
   });
 });

@@ -14,6 +14,7 @@ const RANKS: Readonly<Record<string, number>> = {
   protocol: 2, // wire codec and memory layouts: pure
   endpoint: 3, // the interface everything above works over (a Peer, a guest's device)
   network: 4, // PeerServer, Peer
+  guest: 4, // GuestDevice: the endpoint inside a VM (beside the network, not over it)
   doorbell: 5, // the bitmask doorbell and the receive loop
   channel: 6,
   devices: 6,

@@ -52,7 +52,7 @@ export class Resources {
 
 /** The sum of several peers' counters. */
 export function sumCounters(list: readonly InterruptCounters[]): InterruptCounters {
-  const total: InterruptCounters = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 };
+  const total: InterruptCounters = { rings: 0, suppressed: 0, signals: 0, eventfdWrites: 0, doorbellWrites: 0, eventfdReads: 0, wakeups: 0, spurious: 0, interrupts: 0, acks: 0 };
   for (const c of list) for (const k of Object.keys(total) as (keyof InterruptCounters)[]) total[k] += c[k];
   return total;
 }
