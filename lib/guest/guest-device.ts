@@ -7,14 +7,16 @@
  *
  * QEMU's device has no live list: with the bitmask header the guest learns who is live from its
  * live bits (looked at every `pollInterval` ms and on every peers() call); without it, peers are
- * the ones the application names (`peers` option, addPeer/removePeer).
+ * the ones the application names (`peers` option, addPeer/removePeer). With the header it also
+ * renews its lease word on that timer and clears it at close: QEMU stays connected when this
+ * program dies, so the lease is how the server (and every peer) learns that it is gone.
  */
 import { EventEmitter } from 'node:events';
 import { openSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClosedError, DeviceError, HeaderError, TimeoutError } from '../core/errors.js';
 import type { Endpoint, EndpointEvents, PeerVectors, PendingBits } from '../endpoint/endpoint.js';
-import { BitWords, readHeader, type HeaderLayout } from '../protocol/header.js';
+import { BitWords, LeaseWords, readHeader, type HeaderLayout } from '../protocol/header.js';
 import { Bar0, type Bar0Register } from '../protocol/pci.js';
 import { dupFd } from '../sys/fd.js';
 import { InterruptTable, type InterruptCounters } from '../sys/interrupt-table.js';
@@ -64,6 +66,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
   readonly #table: InterruptTable;
   readonly #layout: HeaderLayout | null;
   readonly #live: BitWords | null;
+  readonly #lease: LeaseWords | null;
   readonly #peerVectors: number;
   readonly #unbind: () => void;
   #known = new Set<number>();
@@ -146,6 +149,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
       }
       this.#peerVectors = options.peerVectors ?? this.#table.vectorsOf(this.id);
       this.#live = layout === null ? null : new BitWords(lowBuffer(this.#memory), layout.liveOffset, layout.words);
+      this.#lease = layout === null || layout.leaseOffset === 0 ? null : new LeaseWords(lowBuffer(this.#memory), layout);
       if (this.#live === null) {
         for (const p of options.peers ?? []) {
           if (typeof p === 'number') this.addPeer(p);
@@ -153,7 +157,11 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
         }
       } else {
         this.#refresh(false);
-        this.#timer = setInterval(() => this.#refresh(true), options.pollInterval ?? 100);
+        this.#lease?.renew(this.id);
+        this.#timer = setInterval(() => {
+          this.#lease?.renew(this.id);
+          this.#refresh(true);
+        }, options.pollInterval ?? 100);
         this.#timer.unref();
       }
     } catch (error) {
@@ -305,6 +313,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     try {
+      this.#lease?.clear(this.id); // gone at once, not after the lease timeout
       this.#table.close();
       this.#vfio?.close();
       this.#sysfs?.registers.close();

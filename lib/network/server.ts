@@ -13,7 +13,7 @@ import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMess
 import { lowBuffer, SharedMemory } from '../sys/shared-memory.js';
 import { UnixSocket } from '../sys/unix-socket.js';
 import { FdWatcher } from '../sys/watcher.js';
-import { BitWords, headerLayout, writeHeader, type HeaderLayout } from '../protocol/header.js';
+import { BitWords, headerLayout, LeaseWords, writeHeader, type HeaderLayout } from '../protocol/header.js';
 import * as check from '../core/validate.js';
 
 export const DEFAULT_SOCKET_PATH = '/tmp/ivshmem_socket';
@@ -46,6 +46,15 @@ export interface PeerServerOptions {
    * header's bit count (maxPeers rounded up to 64). Default false.
    */
   bitmask?: boolean;
+  /**
+   * Bitmask mode: a peer that has taken a lease (docs/header.md) and lets it stand still this
+   * many ms is announced as gone ('peer-left', reason 'lease-expired'), and as joined again
+   * when it renews it; one that clears its lease is gone at once ('lease-released'). How the
+   * death of a program inside a VM is seen: QEMU itself stays connected. Default 2000; 0 turns
+   * leases off. Leases are words in the shared memory: any holder of it can forge them (see
+   * docs/security.md).
+   */
+  leaseTimeout?: number;
 }
 
 export interface PeerInfo {
@@ -59,6 +68,10 @@ export type LeaveReason =
   | 'send-failed'
   /** It left `maxQueued` messages unread (beyond the few its socket holds). */
   | 'not-reading'
+  /** Its lease stood still for `leaseTimeout` ms: the program behind it is gone (its VM may stay). */
+  | 'lease-expired'
+  /** It cleared its lease: the program closed its device (its VM stays). */
+  | 'lease-released'
   | 'server-closed';
 
 /** The least `maxQueued`: messages queued for a client that does not read before it is dropped. */
@@ -73,6 +86,10 @@ export const MAX_QUEUED = 4096;
  * (208 KiB) 20 pinned more than 1024. The queue refers to fds the server holds anyway.
  */
 const CLIENT_SEND_BUFFER = 4096;
+
+/** How often the lease words are looked at, and the default lease timeout. */
+const LEASE_TICK_MS = 100;
+export const DEFAULT_LEASE_TIMEOUT = 2000;
 
 /** How long accepting pauses after a failure that the spare fd cannot get round. */
 const ACCEPT_RETRY_MS = 100;
@@ -109,6 +126,11 @@ class Client {
   announced = false;
   /** Peers whose eventfds this client was sent: only those may be reported gone to it. */
   readonly knows = new Set<number>();
+  /** Its lease expired or was released: announced as gone to the others, though still connected. */
+  dormant = false;
+  /** The lease word last seen, and when it last changed. */
+  lease = 0;
+  leaseChangedAt = 0;
   constructor(
     readonly id: number,
     readonly socket: UnixSocket,
@@ -152,6 +174,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   readonly header: HeaderLayout | null;
   readonly #pending: BitWords | null = null;
   readonly #live: BitWords | null = null;
+  readonly #leases: LeaseWords | null = null;
+  readonly leaseTimeout: number;
+  #leaseTimer: NodeJS.Timeout | null = null;
   /** IDs wrap here: 65536, or the header's bit count in bitmask mode. */
   readonly #idLimit: number;
 
@@ -164,6 +189,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.vectors = options.vectors;
     this.maxPeers = options.maxPeers;
     this.requestedSize = options.size;
+    this.leaseTimeout = options.leaseTimeout;
     this.header = options.bitmask ? headerLayout(options.maxPeers) : null;
     this.#idLimit = this.header === null ? MAX_PEER_ID + 1 : this.header.maxPeers;
     this.size = roundUpToPowerOfTwo(Math.max(options.size, this.header === null ? 0 : this.header.dataOffset + 1));
@@ -180,6 +206,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
         writeHeader(low, this.header);
         this.#pending = new BitWords(low, this.header.pendingOffset, this.header.words);
         this.#live = new BitWords(low, this.header.liveOffset, this.header.words);
+        this.#leases = new LeaseWords(low, this.header);
       }
       listener = UnixSocket.listen(this.socketPath, { mode: options.mode, backlog: 10 });
       this.#acceptWatcher = listener.watch();
@@ -197,6 +224,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#acceptWatcher.on('readable', () => this.#acceptAll());
     this.#acceptWatcher.on('error', (error) => this.emit('warning', error));
     this.#acceptWatcher.start();
+    if (this.#leases !== null && this.leaseTimeout > 0) {
+      this.#leaseTimer = setInterval(() => this.#checkLeases(), LEASE_TICK_MS);
+      this.#leaseTimer.unref();
+    }
   }
 
   /** Creates the shared memory and starts listening; clients can connect once this returns. */
@@ -209,7 +240,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const mode = check.integer('mode', options.mode ?? 0o600, 0, 0o777);
     if (options.shmName !== undefined) check.string('shmName', options.shmName);
     const bitmask = options.bitmask === undefined ? false : check.bool('bitmask', options.bitmask);
-    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, bitmask });
+    const leaseTimeout = check.integer('leaseTimeout', options.leaseTimeout ?? DEFAULT_LEASE_TIMEOUT, 0, 2 ** 31 - 1);
+    if (leaseTimeout !== 0 && leaseTimeout < LEASE_TICK_MS) throw new RangeError(`leaseTimeout must be 0 (leases off) or at least ${LEASE_TICK_MS} ms, got ${leaseTimeout}`);
+    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, bitmask, leaseTimeout });
   }
 
   /** Where the application's bytes begin: after the header in bitmask mode, else 0. */
@@ -217,9 +250,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     return this.header?.dataOffset ?? 0;
   }
 
-  /** The peers connected now, in connect order. */
+  /** The peers connected now, in connect order (not those whose lease is gone). */
   peers(): PeerInfo[] {
-    return [...this.#clients.values()].map((c) => ({ id: c.id, vectors: c.eventfds.length }));
+    return [...this.#clients.values()].filter((c) => !c.dormant).map((c) => ({ id: c.id, vectors: c.eventfds.length }));
   }
 
   get closed(): boolean {
@@ -234,6 +267,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     if (this.#closed) return;
     this.#closed = true;
     if (this.#acceptRetry !== null) clearTimeout(this.#acceptRetry);
+    if (this.#leaseTimer !== null) clearInterval(this.#leaseTimer);
     this.#acceptWatcher.close();
     this.#listener.close();
     this.#spare.close();
@@ -351,7 +385,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     );
     if (this.header !== null && before < this.header.dataOffset) {
       writeHeader(lowBuffer(this.shm), this.header);
-      for (const id of this.#clients.keys()) this.#live!.set(id);
+      for (const [id, c] of this.#clients) if (!c.dormant) this.#live!.set(id);
     }
   }
 
@@ -396,6 +430,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.#clients.set(id, client);
     // A fresh peer starts with no pending interrupt, and is live before anyone hears of it.
     this.#pending?.clear(id);
+    this.#leases?.clear(id);
     this.#live?.set(id);
     const own = client.eventfds.map((e) => e.fd);
     const here = (): boolean => this.#clients.get(id) === client;
@@ -411,6 +446,7 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
     for (const other of this.#others(client)) {
       if (!here()) return;
+      if (other.dormant) continue; // still connected, but announced as gone
       client.knows.add(other.id);
       this.#send(client, peerVectors(other.id, other.eventfds.map((e) => e.fd)), other);
     }
@@ -516,6 +552,51 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     }
   }
 
+  /** Every tick: a lease that stood still too long, or was cleared, is a leave; one renewed after that a join. */
+  #checkLeases(): void {
+    if (this.#closed || this.#leases === null || this.shm.closed) return;
+    this.#repairMemory();
+    const now = performance.now();
+    for (const client of [...this.#clients.values()]) {
+      if (this.#clients.get(client.id) !== client) continue; // dropped by an earlier step
+      const lease = this.#leases.read(client.id);
+      if (lease !== client.lease) {
+        const released = lease === 0;
+        client.lease = lease;
+        client.leaseChangedAt = now;
+        if (released && !client.dormant) this.#sleep(client, 'lease-released');
+        else if (!released && client.dormant) this.#wake(client);
+      } else if (lease !== 0 && !client.dormant && now - client.leaseChangedAt > this.leaseTimeout) {
+        this.#sleep(client, 'lease-expired');
+      }
+    }
+  }
+
+  /** The program behind `client` is gone though its connection (QEMU) stays: the others hear it left. */
+  #sleep(client: Client, reason: LeaveReason): void {
+    client.dormant = true;
+    this.#forget(client);
+    this.#live?.clear(client.id);
+    this.#pending?.clear(client.id);
+    for (const other of [...this.#clients.values()]) {
+      if (other !== client && other.knows.delete(client.id)) this.#send(other, [leave(client.id)]);
+    }
+    this.emit('peer-left', { id: client.id, vectors: client.eventfds.length }, reason);
+  }
+
+  /** A dormant client's lease moves again: a fresh start (no pending bit), announced as a join. */
+  #wake(client: Client): void {
+    client.dormant = false;
+    this.#pending?.clear(client.id);
+    this.#live?.set(client.id);
+    const own = client.eventfds.map((e) => e.fd);
+    for (const other of this.#others(client)) {
+      other.knows.add(client.id);
+      this.#send(other, peerVectors(client.id, own), client);
+    }
+    if (this.#clients.get(client.id) === client) this.emit('peer-joined', { id: client.id, vectors: client.eventfds.length });
+  }
+
   #drop(client: Client, reason: LeaveReason, notify = true): void {
     if (this.#clients.get(client.id) !== client) return;
     this.#clients.delete(client.id);
@@ -531,8 +612,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
       this.#repairMemory();
       this.#live?.clear(client.id);
       this.#pending?.clear(client.id);
+      this.#leases?.clear(client.id);
     }
-    if (!client.announced) return; // never greeted: nobody heard of it
+    // Never greeted, or announced as gone already (its lease): nobody is to hear of it again.
+    if (!client.announced || client.dormant) return;
     if (notify) {
       for (const other of [...this.#clients.values()]) {
         // A newcomer that has not been sent the leaver's fds yet never hears of it at all.

@@ -19,6 +19,7 @@ export const HeaderField = {
   words: 20, // u32: 64-bit words in each bit set
   pendingOffset: 24, // u32
   liveOffset: 28, // u32
+  leaseOffset: 32, // u32: the peers' lease words; 0 in a header without them
 } as const;
 
 export interface HeaderLayout {
@@ -26,6 +27,8 @@ export interface HeaderLayout {
   readonly words: number;
   readonly pendingOffset: number;
   readonly liveOffset: number;
+  /** Byte offset of the lease words (one u32 per peer ID), 0 if the header has none. */
+  readonly leaseOffset: number;
   readonly dataOffset: number;
 }
 
@@ -38,8 +41,10 @@ export function headerLayout(maxPeers: number): HeaderLayout {
   // fields, and the server-written live words off theirs.
   const pendingOffset = CACHE_LINE;
   const liveOffset = alignUp(pendingOffset + words * 8, CACHE_LINE);
-  const dataOffset = alignUp(liveOffset + words * 8, PAGE);
-  return { maxPeers: words * 64, words, pendingOffset, liveOffset, dataOffset };
+  // Lease words: each written by one peer, read by the server; off the bit words' lines.
+  const leaseOffset = alignUp(liveOffset + words * 8, CACHE_LINE);
+  const dataOffset = alignUp(leaseOffset + words * 64 * 4, PAGE);
+  return { maxPeers: words * 64, words, pendingOffset, liveOffset, leaseOffset, dataOffset };
 }
 
 /** Writes a fresh header (all bits clear) into `buffer`. */
@@ -55,6 +60,7 @@ export function writeHeader(buffer: ArrayBuffer, layout: HeaderLayout): void {
   view.setUint32(HeaderField.words, layout.words, true);
   view.setUint32(HeaderField.pendingOffset, layout.pendingOffset, true);
   view.setUint32(HeaderField.liveOffset, layout.liveOffset, true);
+  view.setUint32(HeaderField.leaseOffset, layout.leaseOffset, true);
   // The magic last: a peer that sees it sees a complete header.
   Atomics.store(new BigInt64Array(buffer, 0, 1), 0, BigInt.asIntN(64, HEADER_MAGIC));
 }
@@ -80,6 +86,7 @@ export function readHeader(buffer: ArrayBuffer): HeaderLayout {
     words: view.getUint32(HeaderField.words, true),
     pendingOffset: view.getUint32(HeaderField.pendingOffset, true),
     liveOffset: view.getUint32(HeaderField.liveOffset, true),
+    leaseOffset: view.getUint32(HeaderField.leaseOffset, true),
   };
   if (layout.dataOffset > buffer.byteLength) {
     throw new HeaderError(
@@ -94,6 +101,10 @@ export function readHeader(buffer: ArrayBuffer): HeaderLayout {
     layout.liveOffset % 8 !== 0 ||
     end(layout.pendingOffset) > layout.dataOffset ||
     end(layout.liveOffset) > layout.dataOffset ||
+    layout.leaseOffset % 4 !== 0 ||
+    (layout.leaseOffset !== 0 &&
+      (layout.leaseOffset < Math.max(end(layout.pendingOffset), end(layout.liveOffset)) ||
+        layout.leaseOffset + layout.maxPeers * 4 > layout.dataOffset)) ||
     layout.dataOffset > buffer.byteLength
   ) {
     throw new HeaderError(`bitmask header is inconsistent: ${JSON.stringify(layout)}`);
@@ -129,5 +140,30 @@ export class BitWords {
       for (let b = 0; b < 32; b++) if ((word >>> b) & 1) out.push(w * 32 + b);
     }
     return out;
+  }
+}
+
+/**
+ * The lease words: one u32 per peer ID, written only by the process that holds the ID (a
+ * counter it advances while it runs, never 0; 0 when it closes) and read by the server, which
+ * takes a lease that stops advancing as that process gone (docs/header.md). Needed where the
+ * server cannot see the process: inside a VM, QEMU stays connected when the program dies.
+ */
+export class LeaseWords {
+  readonly #words: Int32Array;
+  constructor(buffer: ArrayBuffer, layout: HeaderLayout) {
+    if (layout.leaseOffset === 0) throw new RangeError('this header has no lease words');
+    this.#words = new Int32Array(buffer, layout.leaseOffset, layout.maxPeers);
+  }
+  read(id: number): number {
+    return Atomics.load(this.#words, id) >>> 0;
+  }
+  /** Advances `id`'s lease (skipping 0, which means "no lease"). */
+  renew(id: number): void {
+    const next = (Atomics.load(this.#words, id) + 1) | 0;
+    Atomics.store(this.#words, id, next === 0 ? 1 : next);
+  }
+  clear(id: number): void {
+    Atomics.store(this.#words, id, 0);
   }
 }

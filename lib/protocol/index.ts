@@ -4,7 +4,7 @@
  * (docs/channel.md) and the ivshmem PCI device's registers.
  */
 export * from './wire.js';
-export { HEADER_MAGIC, HEADER_VERSION, HeaderField, headerLayout, readHeader, writeHeader, type HeaderLayout } from './header.js';
+export { HEADER_MAGIC, HEADER_VERSION, HeaderField, headerLayout, readHeader, writeHeader, LeaseWords, type HeaderLayout } from './header.js';
 export {
   CHANNEL_MAGIC,
   CHANNEL_VERSION,
