@@ -10,6 +10,7 @@
         "native/watcher.cc",
         "native/socket.cc",
         "native/interrupt_table.cc",
+        "native/lease.cc",
         "native/mmio.cc",
         "native/registers.cc",
         "native/vfio.cc"

@@ -17,11 +17,16 @@ export class CliError extends Error {
   }
 }
 
-/** A subcommand of `program` with inherited output settings; its usage errors exit with 2. */
+/**
+ * A subcommand of `program` (the root command, or a group such as `guest`) with inherited output
+ * settings; its usage errors exit with 2.
+ */
 export function subcommand(program: Command, name: string): Command {
+  const path = [name];
+  for (let c: Command | null = program; c?.parent != null; c = c.parent) path.unshift(c.name());
   return program
     .command(name)
-    .showHelpAfterError(`(run 'ivshmem ${name} --help' for usage)`)
+    .showHelpAfterError(`(run 'ivshmem ${path.join(' ')} --help' for usage)`)
     .exitOverride((error) => {
       // Only commander's own parse errors and help output get here, never an action's errors.
       process.exit(error.exitCode === 0 ? 0 : USAGE_EXIT_CODE);

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { benchCommand } from './bench.js';
+import { addGuestCommand } from './guest.js';
 import { addPeerCommand } from './peer.js';
 import { addServerCommand } from './server.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(text) });
   addServerCommand(program);
   addPeerCommand(program);
+  addGuestCommand(program);
   program.addCommand(benchCommand());
   return program;
 }

@@ -7,6 +7,7 @@
 #include "interrupt_table.h"
 #include "errors.h"
 #include "eventfd.h"
+#include "lease.h"
 #include "mapping.h"
 #include "registers.h"
 #include "socket.h"
@@ -112,6 +113,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InterruptTable::Init(env, exports, data);
   VfioDevice::Init(env, exports, data);
   Registers::Init(env, exports, data);
+  Lease::Init(env, exports, data);
   return exports;
 }
 

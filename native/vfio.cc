@@ -34,6 +34,7 @@ void VfioDevice::Init(Napi::Env env, Napi::Object exports, AddonData* data) {
                                         InstanceMethod<&VfioDevice::Window>("window"),
                                         InstanceAccessor<&VfioDevice::GetInfo>("info"),
                                         InstanceAccessor<&VfioDevice::GetClosed>("closed"),
+                                        InstanceAccessor<&VfioDevice::GetFd>("fd"),
                                         InstanceMethod<&VfioDevice::Close>("close"),
                                     });
   data->vfioDeviceCtor = Napi::Persistent(ctor);
@@ -293,6 +294,9 @@ Napi::Value VfioDevice::GetInfo(const Napi::CallbackInfo& info) {
   o.Set("bar0Mapped", regs_ && regs_->Mapped());
   return o;
 }
+
+// fd -> the device fd (-1 once closed), for a Lease's own mapping of a BAR2 page.
+Napi::Value VfioDevice::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), device_); }
 
 Napi::Value VfioDevice::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), device_ < 0); }
 

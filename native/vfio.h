@@ -44,6 +44,7 @@ class VfioDevice : public Napi::ObjectWrap<VfioDevice>, public Resource {
   Napi::Value Window(const Napi::CallbackInfo& info);
   Napi::Value GetInfo(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   VfioRegion RegionInfo(Napi::Env env, uint32_t index);

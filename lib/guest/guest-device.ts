@@ -7,18 +7,20 @@
  *
  * QEMU's device has no live list: with the bitmask header the guest learns who is live from its
  * live bits (looked at every `pollInterval` ms and on every peers() call); without it, peers are
- * the ones the application names (`peers` option, addPeer/removePeer). With the header it also
- * renews its lease word on that timer and clears it at close: QEMU stays connected when this
- * program dies, so the lease is how the server (and every peer) learns that it is gone.
+ * the ones the application names (`peers` option, addPeer/removePeer). With the header a native
+ * thread also renews its lease word (every 100 ms, whatever the event loop is doing) and close()
+ * clears it: QEMU stays connected when this program dies, so the lease is how the server (and
+ * every peer) learns that it is gone.
  */
 import { EventEmitter } from 'node:events';
 import { openSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClosedError, DeviceError, HeaderError, TimeoutError } from '../core/errors.js';
 import type { Endpoint, EndpointEvents, PeerVectors, PendingBits } from '../endpoint/endpoint.js';
-import { BitWords, LeaseWords, readHeader, type HeaderLayout } from '../protocol/header.js';
+import { BitWords, readHeader, type HeaderLayout } from '../protocol/header.js';
 import { Bar0, type Bar0Register } from '../protocol/pci.js';
 import { dupFd } from '../sys/fd.js';
+import { LeaseKeeper } from '../sys/lease.js';
 import { InterruptTable, type InterruptCounters } from '../sys/interrupt-table.js';
 import { PciRegisters, type DeviceRegisters } from '../sys/registers.js';
 import { lowBuffer, SharedMemory, type MemoryView } from '../sys/shared-memory.js';
@@ -54,6 +56,9 @@ export interface GuestRegisters {
   write(register: 'IntrMask' | 'IntrStatus', value: number): void;
 }
 
+/** How often the lease word is renewed (the server's lease timeout is 2 s by default). */
+const LEASE_INTERVAL_MS = 100;
+
 export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoint {
   /** The device as sysfs described it when it was opened. */
   readonly info: GuestDeviceInfo;
@@ -66,7 +71,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
   readonly #table: InterruptTable;
   readonly #layout: HeaderLayout | null;
   readonly #live: BitWords | null;
-  readonly #lease: LeaseWords | null;
+  #lease: LeaseKeeper | null = null;
   readonly #peerVectors: number;
   readonly #unbind: () => void;
   #known = new Set<number>();
@@ -149,7 +154,9 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
       }
       this.#peerVectors = options.peerVectors ?? this.#table.vectorsOf(this.id);
       this.#live = layout === null ? null : new BitWords(lowBuffer(this.#memory), layout.liveOffset, layout.words);
-      this.#lease = layout === null || layout.leaseOffset === 0 ? null : new LeaseWords(lowBuffer(this.#memory), layout);
+      const leaseAt = layout === null || layout.leaseOffset === 0 ? null : layout.leaseOffset + 4 * this.id;
+      this.#lease =
+        leaseAt === null ? null : vfio !== null ? vfio.keepLease(leaseAt, LEASE_INTERVAL_MS) : new LeaseKeeper(sysfs!.memory.fd, 0, leaseAt, LEASE_INTERVAL_MS);
       if (this.#live === null) {
         for (const p of options.peers ?? []) {
           if (typeof p === 'number') this.addPeer(p);
@@ -157,14 +164,11 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
         }
       } else {
         this.#refresh(false);
-        this.#lease?.renew(this.id);
-        this.#timer = setInterval(() => {
-          this.#lease?.renew(this.id);
-          this.#refresh(true);
-        }, options.pollInterval ?? 100);
+        this.#timer = setInterval(() => this.#refresh(true), options.pollInterval ?? 100);
         this.#timer.unref();
       }
     } catch (error) {
+      this.#lease?.stop();
       this.#table.close();
       throw error;
     }
@@ -313,7 +317,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     try {
-      this.#lease?.clear(this.id); // gone at once, not after the lease timeout
+      this.#lease?.stop(); // cleared: gone at once, not after the lease timeout
       this.#table.close();
       this.#vfio?.close();
       this.#sysfs?.registers.close();

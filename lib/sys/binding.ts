@@ -84,6 +84,12 @@ export interface NativeRegisters {
   close(): void;
 }
 
+export interface NativeLease {
+  /** Thread stopped and joined, the word cleared, the page unmapped. Idempotent. */
+  stop(): void;
+  readonly stopped: boolean;
+}
+
 export interface NativeVfioRegion {
   readonly size: number;
   /** Offset of the region in the device fd (for pread/pwrite/mmap). */
@@ -117,6 +123,8 @@ export interface NativeVfioDevice {
     readonly bar0Mapped: boolean;
   };
   readonly closed: boolean;
+  /** The device fd (-1 once closed): for a Lease's own mapping of a BAR2 page. */
+  readonly fd: number;
   /** MSI-X off, buffers detached, BARs unmapped, device, group and container fds closed. Idempotent. */
   close(): void;
 }
@@ -156,6 +164,8 @@ export interface NativeBinding {
   };
   /** (groupPath '/dev/vfio/N', PCI address, maxBuffer). */
   readonly VfioDevice: new (groupPath: string, address: string, maxBuffer: number) => NativeVfioDevice;
+  /** (fd, page-aligned file offset of the page, offset of the u32 in it, interval ms). */
+  readonly Lease: new (fd: number, pageOffset: number, wordOffset: number, intervalMs: number) => NativeLease;
   /** (path of a sysfs resource file, where the BAR starts in its first page, size). */
   readonly Registers: new (path: string, offsetInPage: number, size: number) => NativeRegisters;
   readonly Socket: {

@@ -15,6 +15,7 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { native, type NativeVfioDevice, type NativeVfioRegion } from './binding.js';
 import { EventFd } from './eventfd.js';
+import { LeaseKeeper } from './lease.js';
 import { deviceRegisters, type DeviceRegisters } from './registers.js';
 import { MappedView, type MemoryView } from './shared-memory.js';
 import { ClosedError, DeviceError } from '../core/errors.js';
@@ -106,6 +107,11 @@ export class VfioDevice implements Disposable {
 
   configWrite(offset: number, width: 1 | 2 | 4, value: number): void {
     this.#live().configWrite(check.integer('offset', offset, 0, this.config.size - 1), width, check.integer('value', value, 0, 0xffffffff));
+  }
+
+  /** A lease on the u32 at byte `offset` of BAR2, renewed by a native thread (see LeaseKeeper). */
+  keepLease(offset: number, intervalMs: number): LeaseKeeper {
+    return new LeaseKeeper(this.#live().fd, this.bar2.offset, check.integer('offset', offset, 0, this.bar2.size - 4), intervalMs);
   }
 
   /** Sets the bus master bit of PCI_COMMAND (without it the device's MSI-X writes are dropped). */

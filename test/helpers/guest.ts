@@ -53,6 +53,10 @@ export interface GuestOptions {
   ivshmemSocket?: string;
   /** MSI-X vectors of the device (default 1). */
   vectors?: number;
+  /** More ivshmem-doorbell properties ('ioeventfd=off': every Doorbell write reaches QEMU's MMIO handler, where it can be traced). */
+  deviceProperties?: string;
+  /** QEMU trace events (`-trace`), written to `traceFile` (`-D`). */
+  trace?: { events: string[]; file: string };
   /** Adds a virtual IOMMU (intel-iommu, before the device; `intel_iommu=on`) and loads the VFIO modules. */
   vfio?: boolean;
   /** Deadline of the whole run, from QEMU's start: QEMU is killed when it passes. */
@@ -137,7 +141,12 @@ export function qemuArgs(a: GuestAssets, options: GuestOptions, shareDir: string
   if (vfio) args.push('-device', 'intel-iommu,intremap=on');
   if (options.ivshmemSocket !== undefined) {
     args.push('-chardev', `socket,id=ivshmem0,path=${options.ivshmemSocket}`);
-    args.push('-device', `ivshmem-doorbell,chardev=ivshmem0,vectors=${options.vectors ?? 1}`);
+    const extra = options.deviceProperties === undefined ? '' : `,${options.deviceProperties}`;
+    args.push('-device', `ivshmem-doorbell,chardev=ivshmem0,vectors=${options.vectors ?? 1}${extra}`);
+  }
+  if (options.trace !== undefined) {
+    for (const event of options.trace.events) args.push('-trace', event);
+    args.push('-D', options.trace.file);
   }
   return args;
 }
