@@ -7,7 +7,7 @@
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_MAX_PEERS, DEFAULT_SIZE, DEFAULT_SOCKET_PATH, MAX_SERVER_SIZE, MAX_SERVER_VECTORS, PeerServer } from '../lib/network/server.js';
+import { DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_PEERS, DEFAULT_SIZE, DEFAULT_SOCKET_PATH, MAX_SERVER_SIZE, MAX_SERVER_VECTORS, PeerServer } from '../lib/network/server.js';
 import { normalizeShmName } from '../lib/sys/shared-memory.js';
 import { MAX_PEER_ID } from '../lib/protocol/wire.js';
 import {
@@ -31,6 +31,7 @@ interface ServerFlags {
   mode: number;
   pidFile?: string;
   bitmask?: boolean;
+  leaseTimeout: number;
   foreground?: boolean;
   verbose?: boolean;
 }
@@ -94,6 +95,14 @@ export function addServerCommand(program: Command): Command {
         'lay out the bitmask header (docs/header.md) for BitmaskDoorbell and channel peers; peer IDs then stay below --max-peers rounded up to 64',
       ),
     )
+    .addOption(
+      new Option(
+        '--lease-timeout <ms>',
+        'with --bitmask: a peer whose lease (a program inside a VM) stands still this long is announced as gone, and as back when it renews it; 0: leases off',
+      )
+        .argParser(integerArg(0, 2 ** 31 - 1))
+        .default(DEFAULT_LEASE_TIMEOUT),
+    )
     .addOption(new Option('-p, --pid-file <path>', 'write the process ID to this file once listening; removed on exit'))
     .addOption(
       new Option('-F, --foreground', 'accepted for compatibility with QEMU: this server always runs in the foreground'),
@@ -105,7 +114,9 @@ export function addServerCommand(program: Command): Command {
 Output:
   stdout: "listening on PATH" once clients can connect, then "peer N joined" and
   "peer N left (REASON)" per event, REASON being disconnected, send-failed,
-  not-reading (it left too much unread) or server-closed. stderr: a note when the size
+  not-reading (it left too much unread), lease-expired or lease-released (the program of a
+  VM's device is gone: its VM stays connected, and "peer N joined" comes again when a program
+  renews its lease) or server-closed. stderr: a note when the size
   was rounded up, and with -v refused peers (the maximum reached, or the server out of
   file descriptors) and warnings (out of file descriptors: once, until a peer joins again).
 
@@ -153,6 +164,7 @@ function runServer(flags: ServerFlags): void {
       maxPeers: flags.maxPeers,
       mode: flags.mode,
       bitmask: flags.bitmask === true,
+      leaseTimeout: flags.leaseTimeout,
     });
     if (pidFile !== undefined) {
       try {
