@@ -22,16 +22,17 @@ import { killAllChildren } from '../helpers/children.js';
 import { bootGuest, type Guest, GUEST_RESULTS, guestAssets, guestUnavailable } from '../helpers/guest.js';
 import { makeTempDir, removeDir, requireBuilt } from '../helpers/paths.js';
 import { Resources } from '../helpers/resources.js';
-import { EventRecorder, sleep, waitFor } from '../helpers/wait.js';
+import { EventRecorder, sleep, waitFor, within } from '../helpers/wait.js';
 
 const why = guestUnavailable();
 if (why !== null) console.warn(why);
 
 const RINGS = 10_000;
+const PINGS = 200;
 const MESSAGES = 100_000;
 const CAPACITY = 65536;
 const MAGIC = 0x47444556;
-const WORDS = { hostReady: 0, hostId: 1, guestStep: 2, hostStep: 3, produced: 4, processed: 5, guestProduced: 6, hostProcessed: 7 };
+const WORDS = { hostReady: 0, hostId: 1, guestStep: 2, hostStep: 3, produced: 4, processed: 5, guestProduced: 6, hostProcessed: 7, pingReady: 8 };
 const HOST_MARKER = 'written by the host Peer';
 const GUEST_MARKER = 'written by Node in the guest';
 
@@ -41,6 +42,7 @@ interface DeviceReport {
   ivposition?: number;
   hostMarker?: string;
   ringsReceived?: number[];
+  pongs?: number;
   hostToGuest?: { counters: InterruptCounters; handled: number; kernelBefore: { name: string; total: number }[]; kernelAfter: { name: string; total: number }[] };
   guestToHost?: { counters: InterruptCounters; rang: number };
   h2gResult?: { received: number; bad: number; sum: number; ms: number };
@@ -86,7 +88,7 @@ describe.skipIf(why !== null)('GuestDevice in a QEMU guest: the endpoint inside 
     const h2gOffset = coord + 4096;
     const g2hOffset = h2gOffset + channelBytes(CAPACITY);
     const params = {
-      coord, words: WORDS, magic: MAGIC, rings: RINGS, messages: MESSAGES, h2gOffset, g2hOffset,
+      coord, words: WORDS, magic: MAGIC, rings: RINGS, pings: PINGS, messages: MESSAGES, h2gOffset, g2hOffset,
       hostMarker: HOST_MARKER, hostMarkerOffset: coord + 512, guestMarker: GUEST_MARKER, guestMarkerOffset: coord + 1024,
     };
     const hostEvents = new EventRecorder(host, ['peer-joined', 'peer-left', 'interrupt']);
@@ -153,6 +155,25 @@ echo "powering off with hold.mjs running"
     expect(new TextDecoder().decode(host.shm.bytes(params.guestMarkerOffset, GUEST_MARKER.length))).toBe(GUEST_MARKER);
     host.ring(guestId, 0);
     host.ring(guestId, 1);
+
+    // Round trips: host ring (vector 0) -> guest 'interrupt' -> guest ring() -> host 'interrupt' (vector 1).
+    await step(WORDS.pingReady, 1, 'the guest to answer pings');
+    const rtt: number[] = [];
+    let answered: (() => void) | null = null;
+    const onAnswer = (v: number): void => {
+      if (v === 1) answered?.();
+    };
+    host.on('interrupt', onAnswer);
+    for (let i = 0; i < PINGS; i++) {
+      const answer = new Promise<void>((resolve) => (answered = resolve));
+      const t = performance.now();
+      host.ring(guestId, 0);
+      await within(answer, () => `the guest's answer to ping ${i}${context()}`, 10_000);
+      rtt.push(performance.now() - t);
+    }
+    host.off('interrupt', onAnswer);
+    rtt.sort((x, y) => x - y);
+    const p = (q: number): string => rtt[Math.min(rtt.length - 1, Math.floor(q * rtt.length))]!.toFixed(3);
 
     // B: bitmask host -> guest, the guest busy: 100 bursts of 100 rings.
     await step(WORDS.guestStep, 2, 'the guest to serve its bitmask');
@@ -241,6 +262,7 @@ echo "powering off with hold.mjs running"
     expect(report.peers).toEqual([{ id: host.id, vectors: 2 }]);
     expect(report.hostMarker).toBe(HOST_MARKER);
     expect(report.ringsReceived).toEqual([1, 1]);
+    expect(report.pongs).toBe(PINGS);
 
     // B: host -> guest suppression, counted on the host and in the guest (ours and its kernel's).
     expect(hostB.rings).toBe(RINGS);
@@ -288,6 +310,7 @@ echo "powering off with hold.mjs running"
 
     console.log(
       `guest device: boot ${Math.round(result.bootMs)} ms, run ${Math.round(result.totalMs)} ms; ` +
+        `round trip host ring -> GuestDevice 'interrupt' -> ring() -> host 'interrupt', ${PINGS} pings: p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, min ${rtt[0]!.toFixed(3)} ms; ` +
         `host->guest ${RINGS} rings, guest busy: ${pct(hostB.suppressed, RINGS)} suppressed, ${hostB.eventfdWrites} eventfd writes, ${gB.counters.interrupts} guest interrupts (kernel ${kernelB}); ` +
         `guest->host ${RINGS} rings, host busy: ${pct(gC.counters.suppressed, RINGS)} suppressed, ${gC.counters.doorbellWrites} Doorbell writes (QEMU traced ${doorbellLines} in all), ${hostC.interrupts} host interrupts; ` +
         `channels ${MESSAGES} each way in ${Math.round(channelMs)} ms (guest: h2g ${Math.round(report.h2gResult!.ms)} ms, g2h ${Math.round(report.g2hResult!.ms)} ms); ` +
