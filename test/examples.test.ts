@@ -1,6 +1,7 @@
 /**
  * The README's examples run as written: each is a file in examples/, the README quotes it
- * verbatim, and here it runs in a child process against the built package.
+ * verbatim, and here it runs in a child process against the built package (guest.mjs runs
+ * inside a VM: test/guest/cli.test.ts).
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -18,7 +19,7 @@ async function example(name: string): Promise<string> {
 }
 
 describe('README examples', () => {
-  it.each(['quickstart.mjs', 'bitmask.mjs', 'channel.mjs'])('the README quotes examples/%s verbatim', (name) => {
+  it.each(['quickstart.mjs', 'bitmask.mjs', 'channel.mjs', 'guest.mjs'])('the README quotes examples/%s verbatim', (name) => {
     const source = readFileSync(join(root, 'examples', name), 'utf8');
     expect(readme).toContain(source);
   });

@@ -7,7 +7,8 @@
  *   reads the memory, rings the host and takes its interrupts;
  * - the server is SIGKILLed while the guest runs: host and guest still ring each other;
  * - quit leaves the device as it found it (unbound); then GuestDevice's typed errors: not bound,
- *   busy (the CLI holds the VFIO group), bound to vfio-pci for the sysfs path, no permission.
+ *   busy (the CLI holds the VFIO group), bound to vfio-pci for the sysfs path, no permission;
+ * - the README's guest example (examples/guest.mjs) runs as written.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -86,6 +87,8 @@ ${JSON.stringify(params)}
 PARAMS_END
 node test/fixtures/guest/drive-cli.mjs $R > $R/drive.out 2> $R/drive.err
 echo "drive-cli.mjs exit $?"
+node examples/guest.mjs > $R/example.out 2> $R/example.err
+echo "examples/guest.mjs exit $?"
 `;
     guest = await bootGuest({ ivshmemSocket: socket, vectors: 2, vfio: true, script, timeoutMs: 120_000 });
     const g = guest;
@@ -135,6 +138,9 @@ echo "drive-cli.mjs exit $?"
     expect(report.boundNone).toMatchObject({ name: 'DeviceError', reason: 'bound-elsewhere', message: expect.stringContaining('vfio-pci') });
     expect(report.permission).toMatchObject({ name: 'DeviceError', reason: 'permission' });
     expect(report.permissionBind).toMatchObject({ name: 'DeviceError', reason: 'permission' });
+    // The README's example: one bitmask ring of the host, an edge (nobody set the host's bit yet).
+    expect(guest.file('example.out'), guest.file('example.err')).toBe(`peer ${guestId} rang peer ${host.id}: one Doorbell write\n`);
+    await waitFor(() => events.all('interrupt').some(([v]) => v === 0), () => `the example's ring on vector 0${context()}`);
     console.log(`guest cli: boot ${Math.round(result.bootMs)} ms, run ${Math.round(result.totalMs)} ms`);
   }, 150_000);
 });
