@@ -9,7 +9,7 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { isDeviceError } from '../lib/core/errors.js';
 import type { PeerVectors } from '../lib/endpoint/endpoint.js';
-import { describe, onlyDevice, vfioPciLoaded, type BarInfo, type GuestDeviceInfo } from '../lib/guest/discovery.js';
+import { describeDevice, onlyDevice, vfioPciLoaded, type BarInfo, type GuestDeviceInfo } from '../lib/guest/discovery.js';
 import { GuestDevice } from '../lib/guest/guest-device.js';
 import { MAX_PEER_ID } from '../lib/protocol/wire.js';
 import { CliError, integerArg, messageOf, printLine, subcommand } from './common.js';
@@ -108,7 +108,7 @@ Without ADDRESS and with several devices it fails listing their addresses.`,
     .action((address: string | undefined, flags: ListFlags) => {
       let info: GuestDeviceInfo;
       try {
-        info = address === undefined ? onlyDevice() : describe(address);
+        info = address === undefined ? onlyDevice() : describeDevice(address);
       } catch (error) {
         throw new CliError(messageOf(error));
       }

@@ -79,7 +79,7 @@ export function deviceDir(address: string): string {
 const hex4 = (n: number): string => (Number.isInteger(n) ? n.toString(16).padStart(4, '0') : '????');
 
 /** What sysfs says of the ivshmem device at `address`. */
-export function describe(address: string): GuestDeviceInfo {
+export function describeDevice(address: string): GuestDeviceInfo {
   const dir = deviceDir(address);
   const resource = read(join(dir, 'resource')) ?? '';
   let config: Uint8Array | null = null;
@@ -115,7 +115,7 @@ export function listDevices(): GuestDeviceInfo[] {
     const dir = join(devicesDir(), name);
     if (Number(read(join(dir, 'vendor'))) !== IVSHMEM_VENDOR_ID || Number(read(join(dir, 'device'))) !== IVSHMEM_DEVICE_ID) continue;
     try {
-      out.push(describe(name));
+      out.push(describeDevice(name));
     } catch {
       // gone meanwhile (hot unplug)
     }
@@ -151,25 +151,14 @@ export function vfioPciLoaded(): boolean {
 }
 
 /**
- * Binds a device that no driver holds to vfio-pci (driver_override, then drivers_probe), and
- * returns how to undo it. DeviceError 'no-vfio' without the vfio-pci driver, 'bound-elsewhere'
- * if another driver holds it (never taken from it), 'bind-failed' if vfio-pci did not take it
- * (driver_override is restored then).
+ * Binds a device that no driver holds (the caller checked: GuestDevice.open) to vfio-pci:
+ * driver_override, then drivers_probe. Returns how to undo it. DeviceError 'permission' when
+ * sysfs may not be written, 'bind-failed' if vfio-pci did not take it (driver_override is
+ * restored then).
  */
 export function bindVfio(address: string): () => void {
-  const info = describe(address);
+  const info = describeDevice(address);
   const dir = join(devicesDir(), info.address);
-  if (info.driver === 'vfio-pci') return () => {};
-  if (info.driver !== null) {
-    throw new DeviceError(
-      'bound-elsewhere',
-      address,
-      `${info.address} is bound to ${info.driver}, not vfio-pci; it is left alone: unbind it first (echo ${info.address} > ${dir}/driver/unbind)`,
-    );
-  }
-  if (!vfioPciLoaded()) {
-    throw new DeviceError('no-vfio', address, `the vfio-pci driver is not loaded (no ${join(driversDir(), 'vfio-pci')}): modprobe vfio-pci`);
-  }
   const restore = (): void => {
     try {
       writeFileSync(join(dir, 'driver_override'), '\n');

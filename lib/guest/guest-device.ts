@@ -15,8 +15,9 @@
 import { EventEmitter } from 'node:events';
 import { openSync } from 'node:fs';
 import { join } from 'node:path';
-import { ClosedError, DeviceError, HeaderError, TimeoutError } from '../core/errors.js';
+import { ClosedError, DeviceError, HeaderError } from '../core/errors.js';
 import type { Endpoint, EndpointEvents, PeerVectors, PendingBits } from '../endpoint/endpoint.js';
+import { waitForPeer } from '../endpoint/wait-for-peer.js';
 import { BitWords, readHeader, type HeaderLayout } from '../protocol/header.js';
 import { Bar0, type Bar0Register } from '../protocol/pci.js';
 import { dupFd } from '../sys/fd.js';
@@ -26,7 +27,7 @@ import { PciRegisters, type DeviceRegisters } from '../sys/registers.js';
 import { lowBuffer, SharedMemory, type MemoryView } from '../sys/shared-memory.js';
 import { VfioDevice } from '../sys/vfio-device.js';
 import * as check from '../core/validate.js';
-import { bindVfio, describe, deviceDir, listDevices, onlyDevice, vfioPciLoaded, type GuestDeviceInfo } from './discovery.js';
+import { bindVfio, describeDevice, deviceDir, listDevices, onlyDevice, vfioPciLoaded, type GuestDeviceInfo } from './discovery.js';
 
 export interface GuestDeviceOptions {
   /** PCI address ('0000:00:02.0' or '00:02.0'); default: the system's only ivshmem device. */
@@ -90,7 +91,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
     if (options.vectors !== undefined) check.integer('vectors', options.vectors, 1, 2048);
     if (options.peerVectors !== undefined) check.integer('peerVectors', options.peerVectors, 1, 65535);
     if (options.pollInterval !== undefined) check.integer('pollInterval', options.pollInterval, 1, 2 ** 31 - 1);
-    const address = options.address === undefined ? onlyDevice().address : describe(check.pciAddress(options.address)).address;
+    const address = options.address === undefined ? onlyDevice().address : describeDevice(check.pciAddress(options.address)).address;
     let unbind = (): void => {};
     let vfio: VfioDevice | null = null;
     let sysfs: { registers: PciRegisters; memory: SharedMemory } | null = null;
@@ -101,7 +102,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
       } else {
         sysfs = openSysfs(address);
       }
-      return new GuestDevice(describe(address), interrupts, vfio, sysfs, unbind, options);
+      return new GuestDevice(describeDevice(address), interrupts, vfio, sysfs, unbind, options);
     } catch (error) {
       vfio?.close();
       sysfs?.registers.close();
@@ -259,27 +260,8 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
 
   /** Resolves once peer `id` can be rung; TimeoutError after `timeout` ms (default 5000), ClosedError on close. */
   waitForPeer(id: number, timeout = 5000): Promise<void> {
-    check.integer('id', id, 0, 0xffff);
-    check.integer('timeout', timeout, 0);
-    if (this.#closed) return Promise.reject(new ClosedError('GuestDevice'));
     if (this.#live !== null) this.#refresh(true);
-    if (this.vectorsOf(id) > 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const done = (error?: Error): void => {
-        clearTimeout(timer);
-        this.off('peer-joined', onJoined);
-        this.off('close', onClose);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const onJoined = (joined: number): void => {
-        if (joined === id) done();
-      };
-      const onClose = (): void => done(new ClosedError('GuestDevice'));
-      const timer = setTimeout(() => done(new TimeoutError(`peer ${id} did not appear within ${timeout} ms`)), timeout);
-      this.on('peer-joined', onJoined);
-      this.on('close', onClose);
-    });
+    return waitForPeer(this, id, timeout, 'GuestDevice');
   }
 
   /**
@@ -363,7 +345,7 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
 
 /** Makes sure vfio-pci holds the device (binding it when asked); returns how to undo what it did. */
 function prepareVfio(address: string, bind: boolean): () => void {
-  const info = describe(address);
+  const info = describeDevice(address);
   if (info.driver === 'vfio-pci') return () => {};
   if (info.driver !== null) {
     throw new DeviceError(
@@ -413,7 +395,7 @@ function openVfio(address: string): VfioDevice {
 
 /** BAR0 and BAR2 of a device no driver holds, through its sysfs resource files. */
 function openSysfs(address: string): { registers: PciRegisters; memory: SharedMemory } {
-  const info = describe(address);
+  const info = describeDevice(address);
   if (info.driver !== null) {
     throw new DeviceError(
       'bound-elsewhere',

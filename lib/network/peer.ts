@@ -5,6 +5,7 @@
 import { EventEmitter, on } from 'node:events';
 import { ClosedError, RefusedError, TimeoutError } from '../core/errors.js';
 import type { Endpoint, EndpointEvents, PeerVectors, PendingBits } from '../endpoint/endpoint.js';
+import { waitForPeer } from '../endpoint/wait-for-peer.js';
 import { closeFd } from '../sys/fd.js';
 import { InterruptTable, type InterruptCounters } from '../sys/interrupt-table.js';
 import { readHeader, type HeaderLayout } from '../protocol/header.js';
@@ -151,26 +152,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
    * Rejects with a TimeoutError after `timeout` ms (default 5000), or ClosedError on close.
    */
   waitForPeer(id: number, timeout = 5000): Promise<void> {
-    check.integer('id', id, 0, 65535);
-    check.integer('timeout', timeout, 0);
-    if (this.#closed) return Promise.reject(new ClosedError('Peer'));
-    if (this.vectorsOf(id) > 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const done = (error?: Error): void => {
-        clearTimeout(timer);
-        this.off('peer-joined', onJoined);
-        this.off('close', onClose);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const onJoined = (joined: number): void => {
-        if (joined === id) done();
-      };
-      const onClose = (): void => done(new ClosedError('Peer'));
-      const timer = setTimeout(() => done(new TimeoutError(`peer ${id} did not join within ${timeout} ms`)), timeout);
-      this.on('peer-joined', onJoined);
-      this.on('close', onClose);
-    });
+    return waitForPeer(this, id, timeout, 'Peer');
   }
 
   /**
