@@ -1,6 +1,7 @@
 #include "lease.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +36,17 @@ Lease::Lease(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Lease>(info), Re
   if (wordOffset % 4 != 0 || wordOffset + 4 > kPage || static_cast<uint64_t>(pageOffset) % kPage != 0 || intervalMs_ == 0) {
     Unregister();
     throw Napi::RangeError::New(env, "a lease word is an aligned u32 inside one page at a page-aligned offset, renewed every >= 1 ms");
+  }
+  // A word past the end of a file or memfd would be SIGBUS at its first renewal: refuse it.
+  // (Device fds, VFIO's, have no size to check.)
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    Unregister();
+    ThrowSystemError(env, errno, "fstat", FdDetail(fd));
+  }
+  if (S_ISREG(st.st_mode) && static_cast<double>(st.st_size) < pageOffset + wordOffset + 4) {
+    Unregister();
+    throw Napi::RangeError::New(env, "the lease word is past the end of the object (" + std::to_string(st.st_size) + " bytes)");
   }
   page_ = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(pageOffset));
   if (page_ == MAP_FAILED) {

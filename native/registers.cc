@@ -1,6 +1,7 @@
 #include "registers.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -36,6 +37,12 @@ Registers::Registers(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Register
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) ThrowSystemError(env, errno, "open", PathDetail(path), path);
   try {
+    // A regular file shorter than the registers would be SIGBUS at the first access beyond it.
+    struct stat st;
+    if (fstat(fd, &st) != 0) ThrowSystemError(env, errno, "fstat", PathDetail(path), path);
+    if (S_ISREG(st.st_mode) && st.st_size != 0 && static_cast<uint64_t>(st.st_size) < size) {
+      throw Napi::RangeError::New(env, PathDetail(path) + " is " + std::to_string(st.st_size) + " bytes, fewer than the " + std::to_string(size) + " bytes of registers");
+    }
     mmio_ = Mmio::MapAt(env, fd, skip, size, PathDetail(path));
   } catch (...) {
     close(fd);

@@ -81,6 +81,8 @@ export class InterruptTable implements Disposable {
   readonly #counts: Float64Array;
   readonly #onInterrupt: (vector: number, count: number) => void;
   readonly #watchers: FdWatcher[] = [];
+  // Held for as long as the table: the registers' finalizer would unmap them under the doorbell.
+  readonly #doorbell: DeviceRegisters | null;
   #closed = false;
   /** The level-triggered ring over the bitmask header; null without one. */
   readonly pendingWords: PendingWords | null;
@@ -94,6 +96,7 @@ export class InterruptTable implements Disposable {
     this.#wake = this.#native.wake;
     this.#vectors = new Uint16Array(this.#native.vectorsBuffer);
     this.#counts = new Float64Array(this.#native.countersBuffer);
+    this.#doorbell = options.doorbell?.registers ?? null;
     try {
       if (options.doorbell !== undefined) this.#native.setDoorbell(registersHandle(options.doorbell.registers), options.doorbell.offset);
       this.pendingWords =
