@@ -45,6 +45,7 @@ interface Failure {
 
 interface DriveReport {
   events: ({ event: string } & Record<string, unknown>)[];
+  t?: [string, number][];
   busy?: Failure;
   exit?: { code: number | null; signal: string | null } | 'timeout';
   stderr?: string;
@@ -141,6 +142,6 @@ echo "examples/guest.mjs exit $?"
     // The README's example: one bitmask ring of the host, an edge (nobody set the host's bit yet).
     expect(guest.file('example.out'), guest.file('example.err')).toBe(`peer ${guestId} rang peer ${host.id}: one Doorbell write\n`);
     await waitFor(() => events.all('interrupt').some(([v]) => v === 0), () => `the example's ring on vector 0${context()}`);
-    console.log(`guest cli: boot ${Math.round(result.bootMs)} ms, run ${Math.round(result.totalMs)} ms`);
+    console.log(`guest cli: boot ${Math.round(result.bootMs)} ms, run ${Math.round(result.totalMs)} ms; in the guest: ${JSON.stringify(report.t)}`);
   }, 150_000);
 });

@@ -89,6 +89,18 @@ try {
   out.closed = dev.closed && dev.memory.closed;
   out.detached = before.byteLength === 0;
   try { dev.registers.read32(8); } catch (e) { out.afterClose = e.code; }
+  // Open, wire interrupts, close, 20 times: no fd, mapping or native resource left.
+  const { native } = await import(${JSON.stringify(requireBuilt('dist/lib/sys/binding.js'))});
+  const { readdirSync } = await import('node:fs');
+  const count = () => ({ fds: readdirSync('/proc/self/fd').length, maps: readFileSync('/proc/self/maps', 'utf8').split('\\n').length, live: native.liveResources() });
+  const baseline = count();
+  for (let i = 0; i < 20; i++) {
+    const d = sys.VfioDevice.open(readFileSync(R + '/address', 'utf8').trim());
+    d.enableInterrupts(${VECTORS});
+    d.memory.bytes(0, 8);
+    d.close();
+  }
+  out.leak = { before: baseline, after: count() };
 } catch (e) {
   out.error = { message: e.message, code: e.code, syscall: e.syscall, reason: e.reason, stack: e.stack };
   process.exitCode = 1;
@@ -128,6 +140,7 @@ interface GuestReport {
   closed?: boolean;
   detached?: boolean;
   afterClose?: string;
+  leak?: { before: unknown; after: unknown };
   error?: unknown;
 }
 
@@ -225,6 +238,7 @@ describe.skipIf(why !== null)('VfioDevice in a QEMU guest (ivshmem-doorbell boun
     // The guest kernel took them as vfio-msix interrupts.
     expect(report.procInterrupts!.some((l) => l.includes('vfio-msix')), context).toBe(true);
     expect(report).toMatchObject({ closed: true, detached: true, afterClose: 'ERR_IVSHMEM_CLOSED' });
+    expect(report.leak!.after).toEqual(report.leak!.before);
     expect(fromGuest.total).toBe(PINGS + 1);
     expect(onVector0.total).toBe(0);
 
