@@ -5,6 +5,7 @@ import { benchCommand } from './bench.js';
 import { addGuestCommand } from './guest.js';
 import { addPeerCommand } from './peer.js';
 import { addServerCommand } from './server.js';
+import { addStatusCommand } from './status.js';
 
 function packageVersion(): string {
   const url = new URL('../../package.json', import.meta.url);
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   addServerCommand(program);
   addPeerCommand(program);
   addGuestCommand(program);
+  addStatusCommand(program);
   program.addCommand(benchCommand());
   return program;
 }

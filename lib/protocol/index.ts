@@ -17,3 +17,4 @@ export {
   type ChannelInfo,
 } from './channel-layout.js';
 export { IVSHMEM_VENDOR_ID, IVSHMEM_DEVICE_ID, Bar0, BAR0_SIZE, doorbellValue, msixVectorsOf, type Bar0Register } from './pci.js';
+export { inspectRegion, DEFAULT_SCAN_LIMIT, type RegionSnapshot, type HeaderSnapshot, type ChannelSnapshot } from './inspect.js';
