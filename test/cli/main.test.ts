@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -20,6 +21,23 @@ describe('ivshmem', () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^\s+server\b/m);
     expect(result.stdout).toMatch(/^\s+peer\b/m);
+    expect(result.stdout).toMatch(/^\s+guest\b/m);
+    expect(result.stdout).toMatch(/^\s+status\b/m);
+  });
+
+  it('without a loadable addon, even --help ends in the load diagnosis (causes and fixes), not a stack trace', () => {
+    for (const args of [['--help'], ['peer', '-S', '/tmp/x']]) {
+      const r = spawnSync(process.execPath, [join(REPO, 'bin', 'ivshmem.js'), ...args], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, IVSHMEM_NATIVE: '/nonexistent/ivshmem.node' },
+      });
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/^ivshmem: Could not load the ivshmem native addon\.\nPossible causes:\n/);
+      expect(r.stderr).toContain('Possible solutions:');
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(r.stdout).toBe('');
+    }
   });
 
   it('server --help describes every flag', async () => {
