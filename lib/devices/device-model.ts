@@ -8,7 +8,8 @@ import type { Endpoint } from '../endpoint/endpoint.js';
 import { InterceptCounter, type DesignName, type DeviceStats, type RegisterMap } from './registers.js';
 
 // Event maps as node:events types them (listener argument tuples by event name).
-type EventMap<T> = Record<keyof T, unknown[]>;
+/** A device's events: name -> argument list. */
+export type EventMap<T> = Record<keyof T, unknown[]>;
 
 export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> extends EventEmitter<E> implements Disposable {
   protected readonly peer: Endpoint;

@@ -16,4 +16,5 @@ export { UnixSocket, type Received, type ListenOptions } from './unix-socket.js'
 export { closeFd } from './fd.js';
 export { VfioDevice, type VfioRegionInfo } from './vfio-device.js';
 export { PciRegisters, type DeviceRegisters } from './registers.js';
+export { LeaseKeeper } from './lease.js';
 export type { InterruptCounters } from './interrupt-table.js';

@@ -27,7 +27,7 @@ describe('exports', () => {
   });
 
   it('ivshmem/sys, ivshmem/protocol, ivshmem/devices give their layer', () => {
-    expect(namesOf('ivshmem/sys').names).toEqual(['EventFd', 'FdWatcher', 'PciRegisters', 'SharedMemory', 'UnixSocket', 'VfioDevice', 'closeFd', 'normalizeShmName']);
+    expect(namesOf('ivshmem/sys').names).toEqual(['EventFd', 'FdWatcher', 'LeaseKeeper', 'PciRegisters', 'SharedMemory', 'UnixSocket', 'VfioDevice', 'closeFd', 'normalizeShmName']);
     expect(namesOf('ivshmem/protocol').names).toEqual(expect.arrayContaining(['ClientDecoder', 'encodeMessage', 'decodeMessage', 'MESSAGE_SIZE', 'readHeader', 'headerLayout', 'readChannelHeader', 'CHANNEL_HEADER_BYTES', 'Bar0', 'doorbellValue', 'msixVectorsOf']));
     expect(namesOf('ivshmem/devices').names).toEqual(expect.arrayContaining(['QemuDevice', 'Legacy2010Device', 'BitmaskDevice', 'DeviceModel']));
   });
