@@ -19,6 +19,8 @@ export {
   type PeerServerEvents,
   type PeerInfo,
   type LeaveReason,
+  type ExistingShmPolicy,
+  type LeftoverShm,
 } from './network/server.js';
 export { Peer, DEFAULT_MAX_SIZE, type PeerOptions, type PeerEvents } from './network/peer.js';
 export type { Endpoint, EndpointEvents, PendingBits, PeerVectors } from './endpoint/endpoint.js';

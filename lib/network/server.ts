@@ -4,16 +4,16 @@
  * a UNIX socket and tells everyone who joined and who left.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, type Stats, unlinkSync } from 'node:fs';
 import { EventFd } from '../sys/eventfd.js';
 import { InUseError, isSystemError } from '../core/errors.js';
 import { native } from '../sys/binding.js';
 import { SpareFd } from '../sys/fd.js';
 import { encodeMessage, greeting, leave, MAX_PEER_ID, peerVectors, type WireMessage } from '../protocol/wire.js';
-import { lowBuffer, SharedMemory } from '../sys/shared-memory.js';
+import { lowBuffer, normalizeShmName, SharedMemory } from '../sys/shared-memory.js';
 import { UnixSocket } from '../sys/unix-socket.js';
 import { FdWatcher } from '../sys/watcher.js';
-import { BitWords, headerLayout, LeaseWords, writeHeader, type HeaderLayout } from '../protocol/header.js';
+import { BitWords, HEADER_MAGIC, HeaderField, headerLayout, LeaseWords, writeHeader, type HeaderLayout } from '../protocol/header.js';
 import * as check from '../core/validate.js';
 
 export const DEFAULT_SOCKET_PATH = '/tmp/ivshmem_socket';
@@ -28,6 +28,27 @@ export interface PeerServerOptions {
   socketPath?: string;
   /** Named POSIX shm object to create (removed on close); without it, an anonymous memfd. */
   shmName?: string;
+  /**
+   * What to do when the object `shmName` exists already (default 'fail'). Only ever after the
+   * socket check: a live server answering on `socketPath` is refused before its memory is
+   * touched (InUseError), so an object found here is taken as left by a server that died.
+   *
+   * - 'fail': the EEXIST error of shm_open, explained.
+   * - 'reuse': as QEMU's ivshmem-server (shm_open without O_EXCL): the object is opened with its
+   *   contents and grown to `size` if smaller. It is never shrunk (whoever still maps it would
+   *   die of SIGBUS): a larger one is kept at its size, rounded up to a power of two (`size`
+   *   then exceeds `leftoverShm.wantedSize`). Not reused (the EEXIST error, saying why) if it
+   *   is not a regular object, belongs to another user, or is open to group or others (mode &
+   *   077: someone else may hold it, or planted it to read the memory). Removed on close like
+   *   a created one; left in place if the server fails to start.
+   * - 'replace': the object is removed (shm_unlink) and a new, zero-filled one of `size` bytes
+   *   created. Whoever still maps the old one keeps the old memory.
+   *
+   * Either way any bitmask header found at its start is cleared (from byte 0 to its dataOffset)
+   * and, with `bitmask`, written afresh: no old pending, live or lease bit survives. The other
+   * bytes keep their contents. `leftoverShm` tells what was done.
+   */
+  existingShm?: ExistingShmPolicy;
   /**
    * Bytes of shared memory (default 4 MiB). QEMU maps it as a PCI BAR and aborts unless the
    * size is a power of two, so the server rounds up to one (at least 4096); `size` and
@@ -55,6 +76,20 @@ export interface PeerServerOptions {
    * docs/security.md).
    */
   leaseTimeout?: number;
+}
+
+export type ExistingShmPolicy = 'fail' | 'reuse' | 'replace';
+
+/** A named object the server found at its name and took over (`existingShm`). */
+export interface LeftoverShm {
+  /** '/NAME'. */
+  readonly name: string;
+  /** 'reused': opened with its contents (grown if smaller); 'replaced': removed, and a new one created. */
+  readonly action: 'reused' | 'replaced';
+  /** Its size in bytes as found. */
+  readonly foundSize: number;
+  /** The size the server would have created: less than the server's `size` when a larger object was kept. */
+  readonly wantedSize: number;
 }
 
 export interface PeerInfo {
@@ -151,6 +186,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   readonly size: number;
   readonly requestedSize: number;
   readonly shm: SharedMemory;
+  /** The named object found at `shmName` and reused or replaced (`existingShm`), else null. */
+  readonly leftoverShm: LeftoverShm | null;
   readonly #listener: UnixSocket;
   readonly #acceptWatcher: FdWatcher;
   // Insertion order = connect order, which is the order peers are advertised to newcomers.
@@ -180,9 +217,10 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
   /** IDs wrap here: 65536, or the header's bit count in bitmask mode. */
   readonly #idLimit: number;
 
-  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'bitmask'>> & {
+  private constructor(options: Required<Omit<PeerServerOptions, 'shmName' | 'bitmask' | 'existingShm'>> & {
     shmName: string | undefined;
     bitmask: boolean;
+    existingShm: ExistingShmPolicy;
   }) {
     super();
     this.socketPath = options.socketPath;
@@ -192,15 +230,23 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.leaseTimeout = options.leaseTimeout;
     this.header = options.bitmask ? headerLayout(options.maxPeers) : null;
     this.#idLimit = this.header === null ? MAX_PEER_ID + 1 : this.header.maxPeers;
-    this.size = roundUpToPowerOfTwo(Math.max(options.size, this.header === null ? 0 : this.header.dataOffset + 1));
+    const wanted = roundUpToPowerOfTwo(Math.max(options.size, this.header === null ? 0 : this.header.dataOffset + 1));
+    // First the socket: a live server's path is refused before its memory is looked at.
     removeStaleSocket(this.socketPath);
-    this.shm = SharedMemory.create({ size: this.size, ...(options.shmName === undefined ? {} : { name: options.shmName }) });
+    if (options.shmName === undefined) {
+      this.shm = SharedMemory.create({ size: wanted });
+      this.leftoverShm = null;
+    } else {
+      ({ shm: this.shm, leftover: this.leftoverShm } = createNamedShm(options.shmName, wanted, options.existingShm));
+    }
+    this.size = this.shm.size;
     let listener: UnixSocket | null = null;
     try {
       // Every peer gets this fd: sealed, none of them can truncate the memory under the others
       // (SIGBUS) or seal it against later mappings (F_SEAL_FUTURE_WRITE). A named object cannot
       // be sealed; #repairMemory() guards that case as far as it can be guarded.
       if (this.shm.name === null) this.shm.seal();
+      if (this.leftoverShm !== null) clearOldHeader(this.shm);
       if (this.header !== null) {
         const low = lowBuffer(this.shm);
         writeHeader(low, this.header);
@@ -215,7 +261,8 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
         listener.close();
         unlinkSync(this.socketPath);
       }
-      this.#releaseShm();
+      // A reused leftover stays where it was found (grown, its old header cleared).
+      this.#releaseShm(this.leftoverShm?.action !== 'reused');
       throw error;
     }
     this.#listener = listener;
@@ -239,10 +286,14 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     const maxPeers = check.integer('maxPeers', options.maxPeers ?? DEFAULT_MAX_PEERS, 1, MAX_PEER_ID + 1);
     const mode = check.integer('mode', options.mode ?? 0o600, 0, 0o777);
     if (options.shmName !== undefined) check.string('shmName', options.shmName);
+    const existingShm = options.existingShm ?? 'fail';
+    if (existingShm !== 'fail' && existingShm !== 'reuse' && existingShm !== 'replace') {
+      throw new TypeError(`existingShm must be 'fail', 'reuse' or 'replace', got ${JSON.stringify(existingShm)}`);
+    }
     const bitmask = options.bitmask === undefined ? false : check.bool('bitmask', options.bitmask);
     const leaseTimeout = check.integer('leaseTimeout', options.leaseTimeout ?? DEFAULT_LEASE_TIMEOUT, 0, 2 ** 31 - 1);
     if (leaseTimeout !== 0 && leaseTimeout < LEASE_TICK_MS) throw new RangeError(`leaseTimeout must be 0 (leases off) or at least ${LEASE_TICK_MS} ms, got ${leaseTimeout}`);
-    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, bitmask, leaseTimeout });
+    return new PeerServer({ socketPath, size, vectors, maxPeers, mode, shmName: options.shmName, existingShm, bitmask, leaseTimeout });
   }
 
   /** Where the application's bytes begin: after the header in bitmask mode, else 0. */
@@ -285,9 +336,9 @@ export class PeerServer extends EventEmitter<PeerServerEvents> implements Dispos
     this.close();
   }
 
-  #releaseShm(): void {
+  #releaseShm(unlink = true): void {
     if (this.shm === undefined) return;
-    if (this.shm.name !== null) {
+    if (unlink && this.shm.name !== null) {
       try {
         this.shm.unlink();
       } catch {
@@ -664,4 +715,108 @@ function removeStaleSocket(path: string): void {
   }
   probe.close();
   throw new InUseError(`a server is already listening on ${path}`);
+}
+
+/** A leftover we may take over: lstat of /dev/shm/NAME (where glibc and musl keep POSIX shm). */
+function leftoverStat(name: string): Stats | null {
+  try {
+    return lstatSync(`/dev/shm${name}`);
+  } catch (error) {
+    if (isSystemError(error) && error.code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+/** Why a leftover is not reused, or null if it may be: ours alone, and a regular object. */
+function unreusable(name: string, st: Stats): string | null {
+  if (st.isSymbolicLink()) return `/dev/shm${name} is a symbolic link, not a shared memory object`;
+  if (!st.isFile()) return `/dev/shm${name} is not a shared memory object (not a regular file)`;
+  const uid = process.geteuid?.() ?? st.uid;
+  if (st.uid !== uid) {
+    return `it belongs to uid ${st.uid}, not to this user (uid ${uid}): its owner can read and change all it holds`;
+  }
+  if ((st.mode & 0o077) !== 0) {
+    return `its mode ${(st.mode & 0o777).toString(8).padStart(3, '0')} lets group or others open it (a server makes it 600): someone else may hold it`;
+  }
+  return null;
+}
+
+/**
+ * The named object for a server of `size` bytes: created (O_EXCL), or, when one exists already
+ * (the caller has checked that no live server answers on its socket), dealt with by `policy`.
+ * A refusal is shm_open's EEXIST error, its message telling why the object is not taken.
+ */
+function createNamedShm(
+  shmName: string,
+  size: number,
+  policy: ExistingShmPolicy,
+): { shm: SharedMemory; leftover: LeftoverShm | null } {
+  const name = normalizeShmName(shmName);
+  const replaceHint = "remove it (SharedMemory.unlink, rm /dev/shm/NAME), or replace it (existingShm: 'replace'; ivshmem server --force)";
+  // Twice at most: a leftover that vanishes between the two looks (removed by hand) is no leftover.
+  for (let attempt = 0; ; attempt++) {
+    let exists: Error;
+    try {
+      return { shm: SharedMemory.create({ name, size }), leftover: null };
+    } catch (error) {
+      if (!isSystemError(error) || error.code !== 'EEXIST') throw error;
+      exists = error;
+    }
+    const refuse = (why: string): Error => {
+      exists.message += `: ${why}`;
+      return exists;
+    };
+    if (policy === 'fail') {
+      throw refuse(`the shared memory object ${name} exists already (left by a server that died?); remove it (SharedMemory.unlink), or pass existingShm: 'reuse' or 'replace'`);
+    }
+    const st = leftoverStat(name);
+    if (st === null) {
+      if (attempt === 0) continue;
+      throw refuse(`the shared memory object ${name} keeps appearing and vanishing: another program is using that name`);
+    }
+    const foundSize = st.size;
+    if (policy === 'replace') {
+      if (!st.isFile() && !st.isSymbolicLink()) throw refuse(`/dev/shm${name} is not a shared memory object (not a regular file): not replaced`);
+      try {
+        SharedMemory.unlink(name);
+      } catch (error) {
+        if (!isSystemError(error) || error.code !== 'ENOENT') {
+          (error as Error).message = `cannot remove the existing shared memory object ${name} to replace it: ${(error as Error).message}`;
+          throw error;
+        }
+      }
+      return { shm: SharedMemory.create({ name, size }), leftover: { name, action: 'replaced', foundSize, wantedSize: size } };
+    }
+    const what = `the existing shared memory object ${name} (${foundSize} bytes)`;
+    const refusal = unreusable(name, st);
+    if (refusal !== null) throw refuse(`${what} is not reused: ${refusal}; ${replaceHint}`);
+    // Never shrunk: whoever still maps it (a VM of the dead server) would die of SIGBUS.
+    const served = roundUpToPowerOfTwo(Math.max(size, foundSize));
+    if (served > MAX_SERVER_SIZE) {
+      throw refuse(`${what} is not reused: it is larger than the ${MAX_SERVER_SIZE} bytes a server serves; ${replaceHint}`);
+    }
+    let shm: SharedMemory;
+    try {
+      shm = SharedMemory.create({ name, size: served, exclusive: false });
+    } catch (error) {
+      (error as Error).message = `cannot reuse ${what}: ${(error as Error).message}`;
+      throw error;
+    }
+    return { shm, leftover: { name, action: 'reused', foundSize, wantedSize: size } };
+  }
+}
+
+/**
+ * A taken-over object that starts with a bitmask header (magic at byte 0): zeroes it, from
+ * byte 0 to its dataOffset (only the magic if that offset is impossible), so that no peer
+ * reads an old server's pending, live or lease bits, nor a header a server without --bitmask
+ * does not keep. Everything after it keeps its contents.
+ */
+function clearOldHeader(shm: SharedMemory): void {
+  if (shm.size < 64) return;
+  const view = new DataView(lowBuffer(shm));
+  if (view.getBigUint64(HeaderField.magic, true) !== HEADER_MAGIC) return;
+  const old = view.getUint32(HeaderField.dataOffset, true);
+  const end = old >= 8 && old <= view.byteLength && old % 4096 === 0 ? old : 8;
+  new Uint8Array(view.buffer, 0, end).fill(0);
 }

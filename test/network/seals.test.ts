@@ -24,6 +24,14 @@ afterEach(async () => {
   await killAllChildren();
 });
 
+function unlinkLeftover(name: string): void {
+  try {
+    SharedMemory.unlink(name);
+  } catch {
+    // the server removed it
+  }
+}
+
 async function connect(server: ServerChild, bitmask: boolean): Promise<Peer> {
   const peer = await Peer.connect(server.socketPath, { bitmask, timeout: 20_000 });
   peers.push(peer);
@@ -75,6 +83,7 @@ describe('named POSIX memory (-M) cannot be sealed', () => {
 
   it('--bitmask: a peer that truncates it does not kill the server; it is grown back, the header rewritten, newcomers map it whole', async () => {
     const shmName = uniqueShmName('trunc');
+    cleanups.push(() => unlinkLeftover(shmName)); // a SIGKILLed server child leaves it behind
     const server = await startServerChild({ bitmask: true, size: 65536, shmName }, 'named server');
     const first = await connect(server, true);
     const bystander = await connect(server, true);
@@ -101,6 +110,7 @@ describe('named POSIX memory (-M) cannot be sealed', () => {
 
   it('plain: newcomers after a truncation get the whole object, not an empty one', async () => {
     const shmName = uniqueShmName('trunc-plain');
+    cleanups.push(() => unlinkLeftover(shmName)); // a SIGKILLed server child leaves it behind
     const server = await startServerChild({ size: 65536, shmName }, 'named plain server');
     const first = await connect(server, false);
     ftruncateSync(first.shm.fd, 0);
