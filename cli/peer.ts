@@ -49,13 +49,17 @@ ${COMMANDS_HELP}
 
 Text output: "connected: id 3, 2 vectors, 4194304 bytes shared", "peers: 0(2) 1(2)",
 "interrupt on vector 1", "peer 4 joined", "peer 4 left", "server lost", hex dump lines
-("00000040  de ad be ef ..."), "error: ...".
+("00000040  de ad be ef ..."), "error: ...", and for dump a table:
+     ID  VECTORS
+      3        2  (us)
+      0        2
 
 JSON output (--json), one object per line:
   {"event":"connected","id":3,"vectors":2,"size":4194304,"peers":[{"id":0,"vectors":2}]}
   {"event":"interrupt","vector":1,"count":1}    {"event":"peer-joined","id":4}
   {"event":"peer-left","id":4}    {"event":"server-lost"}
   {"event":"rang","peer":4,"vector":0}    {"event":"peers","peers":[...]}
+  {"event":"dump","id":3,"vectors":2,"peers":[{"id":0,"vectors":2}]}
   {"event":"read","offset":64,"hex":"deadbeef"}    {"event":"written","offset":64,"length":4}
   {"event":"error","message":"..."}
 

@@ -1,8 +1,9 @@
 /**
  * The interactive session of `ivshmem peer` and `ivshmem guest peer`: over any Endpoint (a Peer
  * on the host, a GuestDevice in a VM) it reports interrupts, joins and leaves while it reads
- * commands from stdin, one per line (see COMMANDS). With --json every event and every result is
- * one JSON object per line on stdout, the same on both sides, so that one script drives either.
+ * commands from stdin, one per line (see COMMANDS; QEMU's ivshmem-client's `int`, `dump` and
+ * `?` are understood too). With --json every event and every result is one JSON object per line
+ * on stdout, the same on both sides, so that one script drives either.
  */
 import { createInterface, type Interface } from 'node:readline';
 import type { Endpoint, PeerVectors } from '../lib/endpoint/endpoint.js';
@@ -11,10 +12,14 @@ import { CliError, ignoreClosedOutput, messageOf, parseUnsigned, printLine } fro
 export const COMMANDS = [
   'ring PEER [VECTOR]   ring PEER on VECTOR (default 0); your own ID rings yourself',
   'ring all [VECTOR]    ring every other known peer',
+  'int PEER VECTOR      ring PEER on VECTOR (int, dump and ? as in QEMU ivshmem-client)',
+  'int PEER all         ring every vector of PEER',
+  'int all              ring every vector of every other known peer',
   'peers                list the other known peers as ID(VECTORS)',
+  'dump                 a table of the own ID and every known peer with its vectors',
   'read OFFSET LENGTH   hex dump of shared memory',
   'write OFFSET HEX     write bytes given as hex digits (e.g. deadbeef) into shared memory',
-  'help                 this list',
+  'help, ?              this list',
   'quit, exit           leave (as does end of input)',
 ] as const;
 
@@ -140,6 +145,11 @@ export class Session {
       switch (name) {
         case 'ring':
           return this.#ring(args);
+        case 'int':
+          return this.#int(args);
+        case 'dump':
+          expectArgs(args, 0, 'dump');
+          return this.#dump();
         case 'peers': {
           expectArgs(args, 0, 'peers');
           const peers = this.#endpoint.peers();
@@ -150,12 +160,13 @@ export class Session {
         case 'write':
           return this.#write(args);
         case 'help':
+        case '?':
           return this.report({ event: 'help', commands: [...COMMANDS] }, [...COMMANDS]);
         case 'quit':
         case 'exit':
           return this.stop();
         default:
-          throw new UsageError(`unknown command ${JSON.stringify(name)}; try: ring, peers, read, write, help, quit`);
+          throw new UsageError(`unknown command ${JSON.stringify(name)}; try: ring, int, peers, dump, read, write, help, quit`);
       }
     } catch (error) {
       this.#error(messageOf(error));
@@ -180,6 +191,49 @@ export class Session {
       return;
     }
     this.#ringOne(number(args[0]!, 'peer'), vector);
+  }
+
+  /** ivshmem-client's `int PEER VECTOR`, `int PEER all` and `int all`. */
+  #int(args: string[]): void {
+    const usage = 'usage: int PEER VECTOR|all, or int all';
+    if (args[0] === 'all') {
+      if (args.length !== 1) throw new UsageError(usage);
+      const targets = this.#endpoint.peers();
+      if (targets.length === 0) throw new UsageError('no other peers to ring');
+      for (const { id } of targets) this.#ringEvery(id);
+      return;
+    }
+    if (args.length !== 2) throw new UsageError(usage);
+    const id = number(args[0]!, 'peer');
+    if (args[1] === 'all') return this.#ringEvery(id);
+    this.#ringOne(id, number(args[1]!, 'vector'));
+  }
+
+  /** Rings every vector of `id`; one failure does not stop the others being rung. */
+  #ringEvery(id: number): void {
+    const count = this.#endpoint.vectorsOf(id);
+    // A peer not known has no vectors: ringing its vector 0 gets the endpoint's own error for it.
+    if (count === 0) return this.#ringOne(id, 0);
+    for (let vector = 0; vector < count; vector++) {
+      try {
+        this.#ringOne(id, vector);
+      } catch (error) {
+        this.#error(messageOf(error));
+      }
+    }
+  }
+
+  /** ivshmem-client's `dump`: the own ID and vectors, then every known peer with its vectors. */
+  #dump(): void {
+    const endpoint = this.#endpoint;
+    const peers = endpoint.peers();
+    const row = (id: number, vectors: number, own: boolean): string =>
+      `${String(id).padStart(5)}  ${String(vectors).padStart(7)}${own ? '  (us)' : ''}`;
+    this.report({ event: 'dump', id: endpoint.id, vectors: endpoint.vectors, peers }, [
+      `${'ID'.padStart(5)}  VECTORS`,
+      row(endpoint.id, endpoint.vectors, true),
+      ...peers.map((p) => row(p.id, p.vectors, false)),
+    ]);
   }
 
   #ringOne(id: number, vector: number): void {
