@@ -192,6 +192,7 @@ Text output: "connected: id 3, 2 vectors, 4194304 bytes shared", "peers: 0(2) 1(
      ID  VECTORS
       3        2  (us)
       0        2
+On a terminal (without --json) it prompts "cmd> ", with line editing and history.
 
 JSON output (--json), one object per line, the same as 'ivshmem peer' prints (no server-lost:
 there is no server socket in a guest):

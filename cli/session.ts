@@ -3,9 +3,10 @@
  * on the host, a GuestDevice in a VM) it reports interrupts, joins and leaves while it reads
  * commands from stdin, one per line (see COMMANDS; QEMU's ivshmem-client's `int`, `dump` and
  * `?` are understood too). With --json every event and every result is one JSON object per line
- * on stdout, the same on both sides, so that one script drives either.
+ * on stdout, the same on both sides, so that one script drives either. On a terminal (stdin and
+ * stdout, without --json) it shows ivshmem-client's `cmd> ` prompt, with line editing and history.
  */
-import { createInterface, type Interface } from 'node:readline';
+import { clearScreenDown, createInterface, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { Endpoint, PeerVectors } from '../lib/endpoint/endpoint.js';
 import { CliError, ignoreClosedOutput, messageOf, parseUnsigned, printLine } from './common.js';
 
@@ -26,6 +27,9 @@ export const COMMANDS = [
 /** The "Commands" paragraph of a session command's --help. */
 export const COMMANDS_HELP = `Commands (stdin, one per line; numbers are decimal or 0x hex):
 ${COMMANDS.map((c) => `  ${c}`).join('\n')}`;
+
+/** The prompt on a terminal, as QEMU's ivshmem-client prints it. */
+export const PROMPT = 'cmd> ';
 
 /** One line of --json output. */
 export type SessionEvent = { event: string } & Record<string, unknown>;
@@ -82,6 +86,8 @@ export class Session {
   readonly #onStop: () => void;
   #done = false;
   #input: Interface | null = null;
+  /** On a terminal: the prompt is shown (lines printed now go above it, and it is shown again). */
+  #prompting = false;
 
   constructor(endpoint: Endpoint, json: boolean, onStop: () => void) {
     this.#endpoint = endpoint;
@@ -102,12 +108,29 @@ export class Session {
     );
     endpoint.on('peer-joined', (id) => this.report({ event: 'peer-joined', id }, `peer ${id} joined`));
     endpoint.on('peer-left', (id) => this.report({ event: 'peer-left', id }, `peer ${id} left`));
-    const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
+    // A prompt and line editing only for a person at a terminal: pipes (scripts, tests) and
+    // --json get the plain lines.
+    const terminal = !this.#json && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    const input = terminal
+      ? createInterface({
+          input: process.stdin,
+          output: process.stdout,
+          prompt: PROMPT,
+          terminal: true,
+          historySize: 1000,
+          removeHistoryDuplicates: true,
+        })
+      : createInterface({ input: process.stdin, crlfDelay: Infinity });
     this.#input = input;
     input.on('line', (line) => {
-      if (!this.#done) this.#command(line);
+      if (this.#done) return;
+      this.#prompting = false;
+      this.#command(line);
+      if (terminal && !this.#done) this.#prompt();
     });
     input.on('close', () => this.stop());
+    // In raw mode ^C is a key, not a signal: it leaves as SIGINT does.
+    if (terminal) input.on('SIGINT', () => this.stop());
     // Last: whoever reads this line may act on it at once (send a signal, write a command).
     this.report(
       { event: 'connected', id: endpoint.id, vectors: endpoint.vectors, size: endpoint.shm.size, peers },
@@ -116,25 +139,61 @@ export class Session {
         peersLine(peers),
       ],
     );
+    if (terminal) this.#prompt();
   }
 
   /** Leaves: closes the endpoint and stops reading stdin, so that the process ends with status 0. */
   stop(): void {
     if (this.#done) return;
     this.#done = true;
+    // The shell's prompt goes on a line of its own, not after ours.
+    if (this.#prompting) process.stdout.write('\n');
+    this.#prompting = false;
     this.#onStop();
     this.#endpoint.close();
     this.#input?.close();
     process.stdin.destroy();
   }
 
-  /** Prints `event` (with --json) or the `text` lines. */
+  /**
+   * Prints `event` (with --json) or the `text` lines. On a terminal, lines that come while the
+   * prompt is shown (an interrupt, a join) replace it, and the prompt with whatever was typed
+   * follows them.
+   */
   report(event: SessionEvent, text: string | string[]): void {
     if (this.#json) {
       printLine(JSON.stringify(event));
       return;
     }
-    for (const line of typeof text === 'string' ? [text] : text) printLine(line);
+    const lines = typeof text === 'string' ? [text] : text;
+    const input = this.#input;
+    if (!this.#prompting || input === null) {
+      for (const line of lines) printLine(line);
+      return;
+    }
+    if (process.env['TERM'] === 'dumb') {
+      // No cursor moves on a dumb terminal (an Emacs shell buffer): the lines after the prompt.
+      process.stdout.write('\n');
+      for (const line of lines) printLine(line);
+      input.prompt();
+      return;
+    }
+    // Back to the start of the prompt (the input may have wrapped onto more rows) and clear it.
+    const { rows } = input.getCursorPos();
+    if (rows > 0) moveCursor(process.stdout, 0, -rows);
+    cursorTo(process.stdout, 0);
+    clearScreenDown(process.stdout);
+    for (const line of lines) printLine(line);
+    // prompt(true) redraws the prompt and the input from readline's record of how many rows
+    // above the cursor its line starts (stale after pasted input): none, the cursor is at the
+    // start of a fresh row now.
+    (input as Interface & { prevRows?: number }).prevRows = 0;
+    input.prompt(true);
+  }
+
+  #prompt(): void {
+    this.#input?.prompt();
+    this.#prompting = true;
   }
 
   #command(line: string): void {

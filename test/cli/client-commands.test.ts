@@ -1,10 +1,12 @@
 /**
  * QEMU's ivshmem-client habits in `ivshmem peer` (cli/session.ts, shared with `ivshmem guest
- * peer`): its stdin commands (`int PEER VECTOR`, `int PEER all`, `int all`, `dump`, `?`). Real
- * CLI children against a real `ivshmem server` child.
+ * peer`): its stdin commands (`int PEER VECTOR`, `int PEER all`, `int all`, `dump`, `?`), its
+ * `cmd> ` prompt on a terminal. Real CLI children against a real `ivshmem server` child; the
+ * prompt under a real pseudo-terminal.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ivshmem, run, type CliProcess, type JsonEvent } from '../fixtures/cli/child.js';
+import { haveScript, TerminalProcess } from '../fixtures/cli/terminal.js';
 import { killAllChildren } from '../helpers/children.js';
 import { Scratch } from '../helpers/paths.js';
 
@@ -222,13 +224,167 @@ describe("ivshmem peer: ivshmem-client's commands", () => {
     });
   });
 
-  it('peer --help and guest peer --help list the commands and dump', async () => {
+  it('peer --help and guest peer --help list the commands, dump and the prompt', async () => {
     for (const args of [['peer', '--help'], ['guest', 'peer', '--help']]) {
       const result = await run(args);
       expect(result.code, args.join(' ')).toBe(0);
       for (const line of HELP_LINES) expect(result.stdout, args.join(' ')).toContain(`  ${line}`);
       expect(result.stdout).toContain('{"event":"dump","id":3,"vectors":2,"peers":[{"id":0,"vectors":2}]}');
       expect(result.stdout).toContain('      3        2  (us)');
+      expect(result.stdout).toContain('prompts "cmd> "');
     }
+  });
+});
+
+describe.skipIf(!haveScript())("ivshmem peer on a terminal: ivshmem-client's cmd> prompt", () => {
+  it('prompts, edits and recalls lines, and keeps event lines whole above the prompt', async () => {
+    const { socket } = await startServer(['-n', '2']);
+    const tty = new TerminalProcess(['peer', '-S', socket], 'tty peer');
+    await tty.until((s) => s.current === 'cmd>', 'the prompt');
+    expect(tty.screen.lines).toEqual(['connected: id 0, 2 vectors, 4194304 bytes shared', 'peers: (none)', 'cmd>']);
+
+    tty.type('dump\r');
+    await tty.until((s) => s.lines.length === 6 && s.current === 'cmd>', 'the dump and the next prompt');
+    expect(tty.screen.lines.slice(2)).toEqual(['cmd> dump', '   ID  VECTORS', '    0        2  (us)', 'cmd>']);
+
+    // Half a command typed, then events: they go above the prompt, which keeps what was typed.
+    tty.type('du');
+    await tty.until((s) => s.current === 'cmd> du', 'the typed text');
+    const other = await jsonPeer(socket, 'other');
+    await tty.line('peer 1 joined');
+    other.peer.send('ring 0 1');
+    await tty.line('interrupt on vector 1');
+    await tty.until((s) => s.current === 'cmd> du', 'the prompt with the typed text again');
+    expect(tty.screen.lines.slice(5)).toEqual(['peer 1 joined', 'interrupt on vector 1', 'cmd> du']);
+
+    // Finishing the line runs it.
+    tty.type('mp\r');
+    await tty.line('    1        2');
+    await tty.until((s) => s.current === 'cmd>', 'the next prompt');
+    expect(tty.screen.lines.slice(7)).toEqual(['cmd> dump', '   ID  VECTORS', '    0        2  (us)', '    1        2', 'cmd>']);
+
+    // Line editing: left arrow, insert, right arrow, backspace, End.
+    const left = '\x1b[D';
+    await tty.press(...'int 1 ', left, left, left, left, left, left, ' ', '\x1b[C', 'x', '\x7f', '\x1b[F', '1', '\r');
+    await tty.line('rang peer 1 on vector 1');
+    expect(tty.screen.lines.at(-3)).toBe('cmd>  int 1 1');
+    expect(await other.peer.event('interrupt')).toEqual({ event: 'interrupt', vector: 1, count: 1 });
+
+    // History: the up arrow twice brings back dump.
+    await tty.press('\x1b[A', '\x1b[A');
+    await tty.until((s) => s.current === 'cmd> dump', 'dump from the history');
+    tty.type('\r');
+    await tty.until((s) => s.lines.length === 18 && s.current === 'cmd>', 'the second dump');
+    expect(tty.screen.lines.slice(14)).toEqual(['   ID  VECTORS', '    0        2  (us)', '    1        2', 'cmd>']);
+
+    tty.type('quit\r');
+    expect(await tty.exit()).toEqual({ code: 0, signal: null });
+    expect(await other.peer.event('peer-left')).toEqual({ event: 'peer-left', id: 0 });
+    // Nothing after quit: no prompt again.
+    expect(tty.screen.lines.at(-2)).toBe('cmd> quit');
+    expect(tty.screen.lines.at(-1)).toBe('');
+  });
+
+  it('keeps a typed line that wraps whole below event lines', async () => {
+    const { socket } = await startServer(['-n', '2']);
+    const tty = new TerminalProcess(['peer', '-S', socket], 'narrow tty', { columns: 24 });
+    await tty.until((s) => s.current === 'cmd>', 'the prompt');
+    // 24 columns: the connected line takes two rows.
+    expect(tty.screen.lines).toEqual(['connected: id 0, 2 vecto', 'rs, 4194304 bytes shared', 'peers: (none)', 'cmd>']);
+
+    // Pasted (one chunk) and then typed: 5 + 27 characters, two rows of input.
+    tty.type('write 0x40 dead');
+    await tty.until((s) => s.current === 'cmd> write 0x40 dead', 'the pasted input');
+    await tty.press(...'beefcafef00d');
+    await tty.until((s) => s.current === 'cafef00d', 'the wrapped input');
+    const other = await jsonPeer(socket, 'other');
+    await tty.line('peer 1 joined');
+    other.peer.send('ring 0 1');
+    await tty.line('interrupt on vector 1');
+    await tty.until((s) => s.current === 'cafef00d', 'the wrapped input again');
+    expect(tty.screen.lines.slice(3)).toEqual(['peer 1 joined', 'interrupt on vector 1', 'cmd> write 0x40 deadbeef', 'cafef00d']);
+
+    // A third event after pasted input only (readline did not redraw it itself).
+    tty.type('\x15'); // ^U: the line emptied
+    await tty.until((s) => s.current === 'cmd>', 'the emptied line');
+    tty.type('write 0x40 deadbeefcafef00d');
+    await tty.until((s) => s.current === 'cafef00d', 'the pasted wrapped input');
+    other.peer.send('ring 0 0');
+    await tty.line('interrupt on vector 0');
+    await tty.until((s) => s.current === 'cafef00d', 'the pasted input again');
+    expect(tty.screen.lines.slice(3)).toEqual([
+      'peer 1 joined',
+      'interrupt on vector 1',
+      'interrupt on vector 0',
+      'cmd> write 0x40 deadbeef',
+      'cafef00d',
+    ]);
+
+    tty.type('\r');
+    await tty.line('wrote 8 bytes at 0x40');
+    other.peer.send('read 0x40 8');
+    expect(await other.peer.event('read')).toEqual({ event: 'read', offset: 64, hex: 'deadbeefcafef00d' });
+    tty.type('quit\r');
+    expect(await tty.exit()).toEqual({ code: 0, signal: null });
+  });
+
+  it('on a dumb terminal (TERM=dumb) event lines follow the prompt, and it is shown again', async () => {
+    const { socket } = await startServer();
+    const tty = new TerminalProcess(['peer', '-S', socket], 'dumb tty', { term: 'dumb' });
+    await tty.until((s) => s.current === 'cmd>', 'the prompt');
+    const other = await jsonPeer(socket, 'other');
+    await tty.line('peer 1 joined');
+    await tty.until((s) => s.current === 'cmd>', 'the prompt again');
+    tty.type('dump\r');
+    await tty.line('    1        1');
+    await tty.until((s) => s.current === 'cmd>', 'the prompt after dump');
+    expect(tty.raw).not.toContain('\x1b');
+    expect(tty.screen.lines).toEqual([
+      'connected: id 0, 1 vector, 4194304 bytes shared',
+      'peers: (none)',
+      'cmd>',
+      'peer 1 joined',
+      'cmd> dump',
+      '   ID  VECTORS',
+      '    0        1  (us)',
+      '    1        1',
+      'cmd>',
+    ]);
+    tty.type('quit\r');
+    expect(await tty.exit()).toEqual({ code: 0, signal: null });
+    expect(await other.peer.event('peer-left')).toEqual({ event: 'peer-left', id: 0 });
+  });
+
+  it('^C and ^D at the prompt leave with status 0 on a line of their own', async () => {
+    const { socket, server } = await startServer();
+    for (const [key, name] of [
+      ['\x03', '^C'],
+      ['\x04', '^D'],
+    ] as const) {
+      const tty = new TerminalProcess(['peer', '-S', socket], `tty ${name}`);
+      await tty.until((s) => s.current === 'cmd>', 'the prompt');
+      tty.type(key);
+      expect(await tty.exit(), name).toEqual({ code: 0, signal: null });
+      expect(tty.screen.lines.slice(-2), name).toEqual(['cmd>', '']);
+      await server.stdout.matching(/^peer \d+ left/);
+    }
+  });
+
+  it('--json on a terminal has no prompt: the same JSON lines', async () => {
+    const { socket } = await startServer();
+    const tty = new TerminalProcess(['peer', '-S', socket, '--json'], 'tty json');
+    await tty.until((s) => s.lines[0]!.startsWith('{"event":"connected"'), 'the connected line');
+    tty.type('dump\r');
+    await tty.until((s) => s.lines.some((l) => l.startsWith('{"event":"dump"')), 'the dump event');
+    tty.type('\x04'); // end of input, in the terminal's own line discipline
+    expect(await tty.exit()).toEqual({ code: 0, signal: null });
+    expect(tty.raw).not.toContain('cmd>');
+    // The terminal echoes what was typed itself (cooked mode); the rest is one JSON object a line.
+    const lines = tty.screen.lines.filter((l) => l.startsWith('{'));
+    expect(tty.screen.lines.filter((l) => !l.startsWith('{') && l !== '')).toEqual(['dump']);
+    expect(lines.map((l) => JSON.parse(l) as JsonEvent)).toEqual([
+      { event: 'connected', id: 0, vectors: 1, size: 4194304, peers: [] },
+      { event: 'dump', id: 0, vectors: 1, peers: [] },
+    ]);
   });
 });
