@@ -6,11 +6,12 @@
  * tests) to drive it.
  */
 import { type Command, Option } from 'commander';
+import { isRefusedError } from '../lib/core/errors.js';
 import { DEFAULT_SOCKET_PATH } from '../lib/network/server.js';
 import { DEFAULT_MAX_VECTORS } from '../lib/protocol/wire.js';
 import { DEFAULT_MAX_SIZE, Peer } from '../lib/network/peer.js';
 import { formatSize, sizeArg } from './size.js';
-import { integerArg, messageOf, subcommand } from './common.js';
+import { integerArg, messageOf, printError, subcommand } from './common.js';
 import { COMMANDS_HELP, runSession } from './session.js';
 
 interface PeerFlags {
@@ -19,7 +20,11 @@ interface PeerFlags {
   vectors?: number;
   timeout: number;
   maxSize: number;
+  retry?: boolean;
 }
+
+/** How often --retry tries again, as QEMU's ivshmem-client does. */
+const RETRY_MS = 1000;
 
 export function addPeerCommand(program: Command): Command {
   return subcommand(program, 'peer')
@@ -36,6 +41,9 @@ export function addPeerCommand(program: Command): Command {
       new Option('--timeout <ms>', 'give up connecting after this many milliseconds')
         .argParser(integerArg(1, 2 ** 31 - 1))
         .default(5000),
+    )
+    .addOption(
+      new Option('--retry', 'while no server listens (or it refuses), try again every second until connected'),
     )
     .addOption(
       new Option('--max-size <size>', 'refuse shared memory larger than this from the server (K, M, G, T suffixes)')
@@ -66,20 +74,24 @@ JSON output (--json), one object per line:
 
 An invalid command is reported and the peer keeps running. If the server goes away the peer
 keeps its known peers and shared memory (as QEMU does): ring, read and write still work.
-quit, end of input, SIGINT and SIGTERM leave with status 0; a failed connect exits with 1.`,
+quit, end of input, SIGINT and SIGTERM leave with status 0; a failed connect exits with 1.
+With --retry a connect that finds no server (ENOENT, ECONNREFUSED) or is refused is tried
+again every second until it succeeds or a signal comes, with one note on stderr per reason
+("waiting for the server at PATH (ENOENT)…"); --timeout then bounds each attempt.`,
     )
     .action((flags: PeerFlags) => runPeer(flags));
 }
 
 async function runPeer(flags: PeerFlags): Promise<void> {
+  const connect = (): Promise<Peer> =>
+    Peer.connect(flags.socket, {
+      timeout: flags.timeout,
+      maxSize: flags.maxSize,
+      ...(flags.vectors === undefined ? {} : { vectors: flags.vectors }),
+    });
   await runSession({
     json: flags.json === true,
-    open: () =>
-      Peer.connect(flags.socket, {
-        timeout: flags.timeout,
-        maxSize: flags.maxSize,
-        ...(flags.vectors === undefined ? {} : { vectors: flags.vectors }),
-      }),
+    open: flags.retry === true ? () => connectRetrying(flags.socket, connect) : connect,
     failure: (error) => `cannot connect to ${flags.socket}: ${messageOf(error)}`,
     // Only a Peer has a server to lose.
     attach: (peer, session) =>
@@ -90,4 +102,31 @@ async function runPeer(flags: PeerFlags): Promise<void> {
         ),
       ),
   });
+}
+
+/**
+ * Connects, trying again every RETRY_MS while there is no server to connect to (ENOENT,
+ * ECONNREFUSED) or it refuses; any other failure is final. Each reason for waiting is noted
+ * once on stderr, not once a second. Ends with the process (runSession's signal handlers).
+ */
+async function connectRetrying(socket: string, connect: () => Promise<Peer>): Promise<Peer> {
+  let reason: string | null = null;
+  for (;;) {
+    try {
+      return await connect();
+    } catch (error) {
+      const now = retryReason(error);
+      if (now === null) throw error;
+      if (now !== reason) printError(`waiting for the server at ${socket} (${now})…`);
+      reason = now;
+    }
+    await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+  }
+}
+
+/** Why a failed connect is worth trying again, or null if it is not. */
+function retryReason(error: unknown): string | null {
+  if (isRefusedError(error)) return `refused: ${error.message}`;
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ECONNREFUSED' ? code : null;
 }

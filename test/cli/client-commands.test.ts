@@ -1,14 +1,16 @@
 /**
  * QEMU's ivshmem-client habits in `ivshmem peer` (cli/session.ts, shared with `ivshmem guest
  * peer`): its stdin commands (`int PEER VECTOR`, `int PEER all`, `int all`, `dump`, `?`), its
- * `cmd> ` prompt on a terminal. Real CLI children against a real `ivshmem server` child; the
- * prompt under a real pseudo-terminal.
+ * `cmd> ` prompt on a terminal, and trying the server again every second (--retry). Real CLI
+ * children against a real `ivshmem server` child; the prompt under a real pseudo-terminal.
  */
+import { rmSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ivshmem, run, type CliProcess, type JsonEvent } from '../fixtures/cli/child.js';
 import { haveScript, TerminalProcess } from '../fixtures/cli/terminal.js';
 import { killAllChildren } from '../helpers/children.js';
 import { Scratch } from '../helpers/paths.js';
+import { sleep } from '../helpers/wait.js';
 
 const scratch = new Scratch();
 
@@ -224,7 +226,7 @@ describe("ivshmem peer: ivshmem-client's commands", () => {
     });
   });
 
-  it('peer --help and guest peer --help list the commands, dump and the prompt', async () => {
+  it('peer --help and guest peer --help list the commands, dump and --retry', async () => {
     for (const args of [['peer', '--help'], ['guest', 'peer', '--help']]) {
       const result = await run(args);
       expect(result.code, args.join(' ')).toBe(0);
@@ -233,6 +235,9 @@ describe("ivshmem peer: ivshmem-client's commands", () => {
       expect(result.stdout).toContain('      3        2  (us)');
       expect(result.stdout).toContain('prompts "cmd> "');
     }
+    const peer = await run(['peer', '--help']);
+    expect(peer.stdout).toMatch(/^\s+--retry\s+while no server listens/m);
+    expect((await run(['guest', 'peer', '--help'])).stdout).not.toContain('--retry');
   });
 });
 
@@ -386,5 +391,74 @@ describe.skipIf(!haveScript())("ivshmem peer on a terminal: ivshmem-client's cmd
       { event: 'connected', id: 0, vectors: 1, size: 4194304, peers: [] },
       { event: 'dump', id: 0, vectors: 1, peers: [] },
     ]);
+  });
+});
+
+describe('ivshmem peer --retry', () => {
+  const note = (socket: string, reason: string): string => `waiting for the server at ${socket} (${reason})…`;
+
+  it('waits for a server that is not there yet, noting each reason once, then connects', async () => {
+    const socket = scratch.socket();
+    const peer = ivshmem(['peer', '-S', socket, '--json', '--retry'], 'peer');
+    await peer.stderr.line(note(socket, 'ENOENT'));
+    // Three more tries: still the one note, nothing on stdout, still running.
+    await sleep(3200);
+    expect(peer.stderr.history).toEqual([note(socket, 'ENOENT')]);
+    expect(peer.stdout.history).toEqual([]);
+    expect(peer.running).toBe(true);
+
+    // Something that is no server at the path: a new reason, noted once.
+    writeFileSync(socket, '');
+    await peer.stderr.line(note(socket, 'ECONNREFUSED'));
+    await sleep(2200);
+    rmSync(socket);
+
+    const server = ivshmem(['server', '-S', socket, '-n', '2'], 'server');
+    await server.stdout.line(`listening on ${socket}`);
+    expect(await peer.event('connected')).toEqual({ event: 'connected', id: 0, vectors: 2, size: 4194304, peers: [] });
+    await server.stdout.line('peer 0 joined');
+    expect(peer.stderr.history).toEqual([note(socket, 'ENOENT'), note(socket, 'ECONNREFUSED')]);
+    // A session like any other.
+    peer.send('dump');
+    expect(await peer.event('dump')).toEqual({ event: 'dump', id: 0, vectors: 2, peers: [] });
+    peer.send('quit');
+    expect(await peer.exit()).toEqual({ code: 0, signal: null });
+    expect(peer.stdout.history).toHaveLength(2);
+  });
+
+  it('in text, connects once the server is there', async () => {
+    const socket = scratch.socket();
+    const peer = ivshmem(['peer', '-S', socket, '--retry'], 'peer');
+    await peer.stderr.line(note(socket, 'ENOENT'));
+    ivshmem(['server', '-S', socket], 'server');
+    expect(await peer.stdout.take()).toBe('connected: id 0, 1 vector, 4194304 bytes shared');
+    expect(await peer.stdout.take()).toBe('peers: (none)');
+    expect(peer.stderr.history).toEqual([note(socket, 'ENOENT')]);
+  });
+
+  it('SIGINT and SIGTERM while waiting leave with status 0', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const socket = scratch.socket();
+      const peer = ivshmem(['peer', '-S', socket, '--retry'], `peer ${signal}`);
+      await peer.stderr.line(note(socket, 'ENOENT'));
+      peer.signal(signal);
+      expect(await peer.exit(), signal).toEqual({ code: 0, signal: null });
+      expect(peer.stdout.history, signal).toEqual([]);
+    }
+  });
+
+  it('other failures are final: refused memory exits 1 at once', async () => {
+    const { socket } = await startServer();
+    const result = await run(['peer', '-S', socket, '--retry', '--max-size', '1M', '--json']);
+    expect(result.code).toBe(1);
+    expect(JSON.parse(result.stdout)).toMatchObject({ event: 'error', message: expect.stringMatching(/^cannot connect to /) });
+    expect(result.stderr).not.toContain('waiting for the server');
+  });
+
+  it('without --retry a missing server still fails at once', async () => {
+    const socket = scratch.socket();
+    const result = await run(['peer', '-S', socket]);
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toBe(`ivshmem: cannot connect to ${socket}: ENOENT: no such file or directory, connect '${socket}'`);
   });
 });
