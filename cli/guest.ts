@@ -188,7 +188,11 @@ ${COMMANDS_HELP}
 
 Text output: "connected: id 3, 2 vectors, 4194304 bytes shared", "peers: 0(2) 1(2)",
 "interrupt on vector 1", "peer 4 joined", "peer 4 left", hex dump lines
-("00000040  de ad be ef ..."), "error: ...".
+("00000040  de ad be ef ..."), "error: ...", and for dump a table:
+     ID  VECTORS
+      3        2  (us)
+      0        2
+On a terminal (without --json) it prompts "cmd> ", with line editing and history.
 
 JSON output (--json), one object per line, the same as 'ivshmem peer' prints (no server-lost:
 there is no server socket in a guest):
@@ -196,6 +200,7 @@ there is no server socket in a guest):
   {"event":"interrupt","vector":1,"count":1}    {"event":"peer-joined","id":4}
   {"event":"peer-left","id":4}
   {"event":"rang","peer":4,"vector":0}    {"event":"peers","peers":[...]}
+  {"event":"dump","id":3,"vectors":2,"peers":[{"id":0,"vectors":2}]}
   {"event":"read","offset":64,"hex":"deadbeef"}    {"event":"written","offset":64,"length":4}
   {"event":"error","message":"..."}
 

@@ -1,26 +1,35 @@
 /**
  * The interactive session of `ivshmem peer` and `ivshmem guest peer`: over any Endpoint (a Peer
  * on the host, a GuestDevice in a VM) it reports interrupts, joins and leaves while it reads
- * commands from stdin, one per line (see COMMANDS). With --json every event and every result is
- * one JSON object per line on stdout, the same on both sides, so that one script drives either.
+ * commands from stdin, one per line (see COMMANDS; QEMU's ivshmem-client's `int`, `dump` and
+ * `?` are understood too). With --json every event and every result is one JSON object per line
+ * on stdout, the same on both sides, so that one script drives either. On a terminal (stdin and
+ * stdout, without --json) it shows ivshmem-client's `cmd> ` prompt, with line editing and history.
  */
-import { createInterface, type Interface } from 'node:readline';
+import { clearScreenDown, createInterface, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { Endpoint, PeerVectors } from '../lib/endpoint/endpoint.js';
 import { CliError, ignoreClosedOutput, messageOf, parseUnsigned, printLine } from './common.js';
 
 export const COMMANDS = [
   'ring PEER [VECTOR]   ring PEER on VECTOR (default 0); your own ID rings yourself',
   'ring all [VECTOR]    ring every other known peer',
+  'int PEER VECTOR      ring PEER on VECTOR (int, dump and ? as in QEMU ivshmem-client)',
+  'int PEER all         ring every vector of PEER',
+  'int all              ring every vector of every other known peer',
   'peers                list the other known peers as ID(VECTORS)',
+  'dump                 a table of the own ID and every known peer with its vectors',
   'read OFFSET LENGTH   hex dump of shared memory',
   'write OFFSET HEX     write bytes given as hex digits (e.g. deadbeef) into shared memory',
-  'help                 this list',
+  'help, ?              this list',
   'quit, exit           leave (as does end of input)',
 ] as const;
 
 /** The "Commands" paragraph of a session command's --help. */
 export const COMMANDS_HELP = `Commands (stdin, one per line; numbers are decimal or 0x hex):
 ${COMMANDS.map((c) => `  ${c}`).join('\n')}`;
+
+/** The prompt on a terminal, as QEMU's ivshmem-client prints it. */
+export const PROMPT = 'cmd> ';
 
 /** One line of --json output. */
 export type SessionEvent = { event: string } & Record<string, unknown>;
@@ -77,6 +86,8 @@ export class Session {
   readonly #onStop: () => void;
   #done = false;
   #input: Interface | null = null;
+  /** On a terminal: the prompt is shown (lines printed now go above it, and it is shown again). */
+  #prompting = false;
 
   constructor(endpoint: Endpoint, json: boolean, onStop: () => void) {
     this.#endpoint = endpoint;
@@ -97,12 +108,29 @@ export class Session {
     );
     endpoint.on('peer-joined', (id) => this.report({ event: 'peer-joined', id }, `peer ${id} joined`));
     endpoint.on('peer-left', (id) => this.report({ event: 'peer-left', id }, `peer ${id} left`));
-    const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
+    // A prompt and line editing only for a person at a terminal: pipes (scripts, tests) and
+    // --json get the plain lines.
+    const terminal = !this.#json && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    const input = terminal
+      ? createInterface({
+          input: process.stdin,
+          output: process.stdout,
+          prompt: PROMPT,
+          terminal: true,
+          historySize: 1000,
+          removeHistoryDuplicates: true,
+        })
+      : createInterface({ input: process.stdin, crlfDelay: Infinity });
     this.#input = input;
     input.on('line', (line) => {
-      if (!this.#done) this.#command(line);
+      if (this.#done) return;
+      this.#prompting = false;
+      this.#command(line);
+      if (terminal && !this.#done) this.#prompt();
     });
     input.on('close', () => this.stop());
+    // In raw mode ^C is a key, not a signal: it leaves as SIGINT does.
+    if (terminal) input.on('SIGINT', () => this.stop());
     // Last: whoever reads this line may act on it at once (send a signal, write a command).
     this.report(
       { event: 'connected', id: endpoint.id, vectors: endpoint.vectors, size: endpoint.shm.size, peers },
@@ -111,25 +139,61 @@ export class Session {
         peersLine(peers),
       ],
     );
+    if (terminal) this.#prompt();
   }
 
   /** Leaves: closes the endpoint and stops reading stdin, so that the process ends with status 0. */
   stop(): void {
     if (this.#done) return;
     this.#done = true;
+    // The shell's prompt goes on a line of its own, not after ours.
+    if (this.#prompting) process.stdout.write('\n');
+    this.#prompting = false;
     this.#onStop();
     this.#endpoint.close();
     this.#input?.close();
     process.stdin.destroy();
   }
 
-  /** Prints `event` (with --json) or the `text` lines. */
+  /**
+   * Prints `event` (with --json) or the `text` lines. On a terminal, lines that come while the
+   * prompt is shown (an interrupt, a join) replace it, and the prompt with whatever was typed
+   * follows them.
+   */
   report(event: SessionEvent, text: string | string[]): void {
     if (this.#json) {
       printLine(JSON.stringify(event));
       return;
     }
-    for (const line of typeof text === 'string' ? [text] : text) printLine(line);
+    const lines = typeof text === 'string' ? [text] : text;
+    const input = this.#input;
+    if (!this.#prompting || input === null) {
+      for (const line of lines) printLine(line);
+      return;
+    }
+    if (process.env['TERM'] === 'dumb') {
+      // No cursor moves on a dumb terminal (an Emacs shell buffer): the lines after the prompt.
+      process.stdout.write('\n');
+      for (const line of lines) printLine(line);
+      input.prompt();
+      return;
+    }
+    // Back to the start of the prompt (the input may have wrapped onto more rows) and clear it.
+    const { rows } = input.getCursorPos();
+    if (rows > 0) moveCursor(process.stdout, 0, -rows);
+    cursorTo(process.stdout, 0);
+    clearScreenDown(process.stdout);
+    for (const line of lines) printLine(line);
+    // prompt(true) redraws the prompt and the input from readline's record of how many rows
+    // above the cursor its line starts (stale after pasted input): none, the cursor is at the
+    // start of a fresh row now.
+    (input as Interface & { prevRows?: number }).prevRows = 0;
+    input.prompt(true);
+  }
+
+  #prompt(): void {
+    this.#input?.prompt();
+    this.#prompting = true;
   }
 
   #command(line: string): void {
@@ -140,6 +204,11 @@ export class Session {
       switch (name) {
         case 'ring':
           return this.#ring(args);
+        case 'int':
+          return this.#int(args);
+        case 'dump':
+          expectArgs(args, 0, 'dump');
+          return this.#dump();
         case 'peers': {
           expectArgs(args, 0, 'peers');
           const peers = this.#endpoint.peers();
@@ -150,12 +219,13 @@ export class Session {
         case 'write':
           return this.#write(args);
         case 'help':
+        case '?':
           return this.report({ event: 'help', commands: [...COMMANDS] }, [...COMMANDS]);
         case 'quit':
         case 'exit':
           return this.stop();
         default:
-          throw new UsageError(`unknown command ${JSON.stringify(name)}; try: ring, peers, read, write, help, quit`);
+          throw new UsageError(`unknown command ${JSON.stringify(name)}; try: ring, int, peers, dump, read, write, help, quit`);
       }
     } catch (error) {
       this.#error(messageOf(error));
@@ -180,6 +250,49 @@ export class Session {
       return;
     }
     this.#ringOne(number(args[0]!, 'peer'), vector);
+  }
+
+  /** ivshmem-client's `int PEER VECTOR`, `int PEER all` and `int all`. */
+  #int(args: string[]): void {
+    const usage = 'usage: int PEER VECTOR|all, or int all';
+    if (args[0] === 'all') {
+      if (args.length !== 1) throw new UsageError(usage);
+      const targets = this.#endpoint.peers();
+      if (targets.length === 0) throw new UsageError('no other peers to ring');
+      for (const { id } of targets) this.#ringEvery(id);
+      return;
+    }
+    if (args.length !== 2) throw new UsageError(usage);
+    const id = number(args[0]!, 'peer');
+    if (args[1] === 'all') return this.#ringEvery(id);
+    this.#ringOne(id, number(args[1]!, 'vector'));
+  }
+
+  /** Rings every vector of `id`; one failure does not stop the others being rung. */
+  #ringEvery(id: number): void {
+    const count = this.#endpoint.vectorsOf(id);
+    // A peer not known has no vectors: ringing its vector 0 gets the endpoint's own error for it.
+    if (count === 0) return this.#ringOne(id, 0);
+    for (let vector = 0; vector < count; vector++) {
+      try {
+        this.#ringOne(id, vector);
+      } catch (error) {
+        this.#error(messageOf(error));
+      }
+    }
+  }
+
+  /** ivshmem-client's `dump`: the own ID and vectors, then every known peer with its vectors. */
+  #dump(): void {
+    const endpoint = this.#endpoint;
+    const peers = endpoint.peers();
+    const row = (id: number, vectors: number, own: boolean): string =>
+      `${String(id).padStart(5)}  ${String(vectors).padStart(7)}${own ? '  (us)' : ''}`;
+    this.report({ event: 'dump', id: endpoint.id, vectors: endpoint.vectors, peers }, [
+      `${'ID'.padStart(5)}  VECTORS`,
+      row(endpoint.id, endpoint.vectors, true),
+      ...peers.map((p) => row(p.id, p.vectors, false)),
+    ]);
   }
 
   #ringOne(id: number, vector: number): void {
