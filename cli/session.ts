@@ -237,16 +237,7 @@ export class Session {
     if (args.length < 1 || args.length > 2) throw new UsageError(usage);
     const vector = args[1] === undefined ? 0 : number(args[1], 'vector');
     if (args[0] === 'all') {
-      const targets = this.#endpoint.peers();
-      if (targets.length === 0) throw new UsageError('no other peers to ring');
-      for (const { id } of targets) {
-        // One failure (a peer without that vector) does not stop the others being rung.
-        try {
-          this.#ringOne(id, vector);
-        } catch (error) {
-          this.#error(messageOf(error));
-        }
-      }
+      for (const { id } of this.#othersToRing()) this.#tryRing(id, vector);
       return;
     }
     this.#ringOne(number(args[0]!, 'peer'), vector);
@@ -257,9 +248,7 @@ export class Session {
     const usage = 'usage: int PEER VECTOR|all, or int all';
     if (args[0] === 'all') {
       if (args.length !== 1) throw new UsageError(usage);
-      const targets = this.#endpoint.peers();
-      if (targets.length === 0) throw new UsageError('no other peers to ring');
-      for (const { id } of targets) this.#ringEvery(id);
+      for (const { id } of this.#othersToRing()) this.#ringEvery(id);
       return;
     }
     if (args.length !== 2) throw new UsageError(usage);
@@ -273,12 +262,22 @@ export class Session {
     const count = this.#endpoint.vectorsOf(id);
     // A peer not known has no vectors: ringing its vector 0 gets the endpoint's own error for it.
     if (count === 0) return this.#ringOne(id, 0);
-    for (let vector = 0; vector < count; vector++) {
-      try {
-        this.#ringOne(id, vector);
-      } catch (error) {
-        this.#error(messageOf(error));
-      }
+    for (let vector = 0; vector < count; vector++) this.#tryRing(id, vector);
+  }
+
+  /** The other peers, for the `all` forms: a UsageError when there are none. */
+  #othersToRing(): PeerVectors[] {
+    const targets = this.#endpoint.peers();
+    if (targets.length === 0) throw new UsageError('no other peers to ring');
+    return targets;
+  }
+
+  /** One ring of many: a failure (a peer without that vector) is reported, and the others go on. */
+  #tryRing(id: number, vector: number): void {
+    try {
+      this.#ringOne(id, vector);
+    } catch (error) {
+      this.#error(messageOf(error));
     }
   }
 

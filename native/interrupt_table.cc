@@ -31,6 +31,15 @@ void TableState::ClosePeer(uint32_t peer) {
   fds[peer].clear();
 }
 
+void TableState::Unlist(uint32_t peer) {
+  for (auto it = order.begin(); it != order.end(); ++it) {
+    if (*it == peer) {
+      order.erase(it);
+      return;
+    }
+  }
+}
+
 void TableState::CloseAll() {
   for (uint32_t p = 0; p < fds.size(); p++) ClosePeer(p);
   for (uint32_t p : order) vectors[p] = 0;  // doorbell-mode peers hold no fds
@@ -283,12 +292,7 @@ Napi::Value InterruptTable::Remove(const Napi::CallbackInfo& info) {
   if (peer == s.self) throw Napi::RangeError::New(env, "the own vectors go only with the table");
   if (peer >= kPeerIds || s.vectors[peer] == 0) return env.Undefined();
   s.ClosePeer(peer);
-  for (auto it = s.order.begin(); it != s.order.end(); ++it) {
-    if (*it == peer) {
-      s.order.erase(it);
-      break;
-    }
-  }
+  s.Unlist(peer);
   return env.Undefined();
 }
 
@@ -335,14 +339,7 @@ Napi::Value InterruptTable::SetVectors(const Napi::CallbackInfo& info) {
   s.vectors[peer] = static_cast<uint16_t>(n);
   if (peer != s.self) {
     if (n > 0 && !listed) s.order.push_back(peer);
-    if (n == 0 && listed) {
-      for (auto it = s.order.begin(); it != s.order.end(); ++it) {
-        if (*it == peer) {
-          s.order.erase(it);
-          break;
-        }
-      }
-    }
+    if (n == 0 && listed) s.Unlist(peer);
   }
   return env.Undefined();
 }

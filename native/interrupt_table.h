@@ -60,6 +60,8 @@ struct TableState {
   // write(2) of 1 to an eventfd, counted. False if the kernel refused (errno set).
   bool Signal(int fd);
   void ClosePeer(uint32_t peer);
+  // Takes `peer` out of `order` (it can no longer be rung).
+  void Unlist(uint32_t peer);
   void CloseAll();
   ~TableState() { CloseAll(); }
 };

@@ -11,6 +11,9 @@ import { pciAddress } from '../core/validate.js';
 const devicesDir = (): string => '/sys/bus/pci/devices';
 const driversDir = (): string => '/sys/bus/pci/drivers';
 
+/** The sysfs directory of a device at a normalized address (no check that it is there). */
+export const sysfsPath = (address: string): string => join(devicesDir(), address);
+
 /** One BAR as sysfs `resource` lists it. */
 export interface BarInfo {
   /** Physical (guest) address; 0 if unassigned. */
@@ -151,14 +154,14 @@ export function vfioPciLoaded(): boolean {
 }
 
 /**
- * Binds a device that no driver holds (the caller checked: GuestDevice.open) to vfio-pci:
+ * Binds the device at `address` (normalized), which no driver holds (the caller checked:
+ * GuestDevice.open), to vfio-pci:
  * driver_override, then drivers_probe. Returns how to undo it. DeviceError 'permission' when
  * sysfs may not be written, 'bind-failed' if vfio-pci did not take it (driver_override is
  * restored then).
  */
 export function bindVfio(address: string): () => void {
-  const info = describeDevice(address);
-  const dir = join(devicesDir(), info.address);
+  const dir = sysfsPath(address);
   const restore = (): void => {
     try {
       writeFileSync(join(dir, 'driver_override'), '\n');
@@ -166,12 +169,12 @@ export function bindVfio(address: string): () => void {
       // best effort: the device is unbound either way
     }
   };
-  writeSysfs(join(dir, 'driver_override'), 'vfio-pci', address, `binding ${info.address} to vfio-pci`);
+  writeSysfs(join(dir, 'driver_override'), 'vfio-pci', address, `binding ${address} to vfio-pci`);
   try {
-    writeSysfs('/sys/bus/pci/drivers_probe', info.address, address, `binding ${info.address} to vfio-pci`);
+    writeSysfs('/sys/bus/pci/drivers_probe', address, address, `binding ${address} to vfio-pci`);
     const now = link(join(dir, 'driver'));
     if (now !== 'vfio-pci') {
-      throw new DeviceError('bind-failed', address, `${info.address} was offered to vfio-pci but is bound to ${now ?? 'no driver'} (see dmesg)`);
+      throw new DeviceError('bind-failed', address, `${address} was offered to vfio-pci but is bound to ${now ?? 'no driver'} (see dmesg)`);
     }
   } catch (error) {
     restore();
@@ -180,7 +183,7 @@ export function bindVfio(address: string): () => void {
   return () => {
     if (link(join(dir, 'driver')) === 'vfio-pci') {
       try {
-        writeFileSync(join(dir, 'driver', 'unbind'), info.address);
+        writeFileSync(join(dir, 'driver', 'unbind'), address);
       } catch {
         // best effort at close: nothing else can be done
       }

@@ -27,7 +27,7 @@ import { PciRegisters, type DeviceRegisters } from '../sys/registers.js';
 import { lowBuffer, SharedMemory, type MemoryView } from '../sys/shared-memory.js';
 import { VfioDevice } from '../sys/vfio-device.js';
 import * as check from '../core/validate.js';
-import { bindVfio, describeDevice, deviceDir, listDevices, onlyDevice, vfioPciLoaded, type GuestDeviceInfo } from './discovery.js';
+import { bindVfio, describeDevice, listDevices, onlyDevice, sysfsPath, vfioPciLoaded, type GuestDeviceInfo } from './discovery.js';
 
 export interface GuestDeviceOptions {
   /** PCI address ('0000:00:02.0' or '00:02.0'); default: the system's only ivshmem device. */
@@ -91,18 +91,20 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
     if (options.vectors !== undefined) check.integer('vectors', options.vectors, 1, 2048);
     if (options.peerVectors !== undefined) check.integer('peerVectors', options.peerVectors, 1, 65535);
     if (options.pollInterval !== undefined) check.integer('pollInterval', options.pollInterval, 1, 2 ** 31 - 1);
-    const address = options.address === undefined ? onlyDevice().address : describeDevice(check.pciAddress(options.address)).address;
+    // Looked at once; again only after a binding changed what sysfs says.
+    const found = options.address === undefined ? onlyDevice() : describeDevice(options.address);
+    const address = found.address;
     let unbind = (): void => {};
     let vfio: VfioDevice | null = null;
     let sysfs: { registers: PciRegisters; memory: SharedMemory } | null = null;
     try {
       if (interrupts === 'vfio') {
-        unbind = prepareVfio(address, options.bind === true);
+        unbind = prepareVfio(found, options.bind === true);
         vfio = openVfio(address);
       } else {
-        sysfs = openSysfs(address);
+        sysfs = openSysfs(found);
       }
-      return new GuestDevice(describeDevice(address), interrupts, vfio, sysfs, unbind, options);
+      return new GuestDevice(found.driver === 'vfio-pci' || interrupts === 'none' ? found : describeDevice(address), interrupts, vfio, sysfs, unbind, options);
     } catch (error) {
       vfio?.close();
       sysfs?.registers.close();
@@ -344,14 +346,14 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
 }
 
 /** Makes sure vfio-pci holds the device (binding it when asked); returns how to undo what it did. */
-function prepareVfio(address: string, bind: boolean): () => void {
-  const info = describeDevice(address);
+function prepareVfio(info: GuestDeviceInfo, bind: boolean): () => void {
+  const address = info.address;
   if (info.driver === 'vfio-pci') return () => {};
   if (info.driver !== null) {
     throw new DeviceError(
       'bound-elsewhere',
       address,
-      `${address} is bound to ${info.driver}; interrupts: 'vfio' needs vfio-pci (unbind it: echo ${address} > ${join(deviceDir(address), 'driver/unbind')})`,
+      `${address} is bound to ${info.driver}; interrupts: 'vfio' needs vfio-pci (unbind it: echo ${address} > ${join(sysfsPath(address), 'driver/unbind')})`,
     );
   }
   if (info.iommuGroup === null) throw noIommu(address);
@@ -360,7 +362,7 @@ function prepareVfio(address: string, bind: boolean): () => void {
     throw new DeviceError(
       'not-bound',
       address,
-      `${address} is not bound to vfio-pci: open with bind: true (ivshmem guest peer binds it itself), or: echo vfio-pci > ${join(deviceDir(address), 'driver_override')}; echo ${address} > /sys/bus/pci/drivers_probe`,
+      `${address} is not bound to vfio-pci: open with bind: true (ivshmem guest peer binds it itself), or: echo vfio-pci > ${join(sysfsPath(address), 'driver_override')}; echo ${address} > /sys/bus/pci/drivers_probe`,
     );
   }
   return bindVfio(address);
@@ -394,8 +396,8 @@ function openVfio(address: string): VfioDevice {
 }
 
 /** BAR0 and BAR2 of a device no driver holds, through its sysfs resource files. */
-function openSysfs(address: string): { registers: PciRegisters; memory: SharedMemory } {
-  const info = describeDevice(address);
+function openSysfs(info: GuestDeviceInfo): { registers: PciRegisters; memory: SharedMemory } {
+  const address = info.address;
   if (info.driver !== null) {
     throw new DeviceError(
       'bound-elsewhere',
@@ -403,7 +405,7 @@ function openSysfs(address: string): { registers: PciRegisters; memory: SharedMe
       `${address} is bound to ${info.driver}; interrupts: 'none' maps it through sysfs, which the kernel allows only while no driver holds it${info.driver === 'vfio-pci' ? " (open it with interrupts: 'vfio')" : ''}`,
     );
   }
-  const dir = deviceDir(address);
+  const dir = sysfsPath(address);
   let registers: PciRegisters;
   try {
     registers = new PciRegisters(join(dir, 'resource0'), info.bar0.size, info.bar0.start % 4096);
