@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { cacheDir, packageRoot } from './paths.js';
 import type { BaselineResult } from './types.js';
 
@@ -36,13 +36,16 @@ export function compilerName(): string {
   return process.env.CC !== undefined && process.env.CC.trim() !== '' ? process.env.CC.trim() : 'cc';
 }
 
-/** Compiles the baseline (once per source and compiler); returns the binary's path, or throws with a readable reason. */
-export async function compileBaseline(cc = compilerName()): Promise<string> {
-  const source = join(packageRoot(), C_SOURCE);
+/**
+ * Compiles a C program of bench/ (default: the eventfd baseline) once per source and compiler;
+ * returns the binary's path, or throws with a readable reason.
+ */
+export async function compileBaseline(cc = compilerName(), file = C_SOURCE): Promise<string> {
+  const source = join(packageRoot(), file);
   if (!existsSync(source)) throw new Error(`${source} is missing (the C source ships in bench/c/)`);
   const text = readFileSync(source);
   const hash = createHash('sha256').update(text).update('\0').update(cc).digest('hex').slice(0, 16);
-  const binary = join(cacheDir(), `eventfd-pingpong-${hash}`);
+  const binary = join(cacheDir(), `${basename(file, '.c')}-${hash}`);
   if (existsSync(binary)) return binary;
   const partial = `${binary}.${process.pid}.tmp`;
   try {

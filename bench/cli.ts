@@ -8,6 +8,7 @@ import { renderChartSvg } from './chart.js';
 import { Progress } from './progress.js';
 import { renderReport } from './report.js';
 import { runBench } from './run.js';
+import { renderVm } from './vm/report-vm.js';
 import type { BenchOptions, BenchReport } from './types.js';
 
 export const DEFAULT_JSON = 'bench-results.json';
@@ -37,6 +38,7 @@ export async function runBenchCli(options: CliRunOptions): Promise<CliRunOutcome
   const progress = new Progress(stderr, { quiet: options.quiet === true });
   const report = await runBench(options, { progress, ...(options.signal ? { signal: options.signal } : {}) });
   stdout.write(`\n${renderReport(report)}`);
+  if (report.vm !== undefined) stdout.write(`\n${renderVm(report.vm)}`);
   const files: string[] = [];
   if (options.json !== false) {
     const path = resolve(options.json);
@@ -53,5 +55,6 @@ export async function runBenchCli(options: CliRunOptions): Promise<CliRunOutcome
     }
   }
   if (options.quiet !== true) for (const f of files) stderr.write(`wrote ${f}\n`);
-  return { report, failedCells: report.results.filter((r) => r.error !== undefined).length, files };
+  const failedCells = report.results.filter((r) => r.error !== undefined).length + (report.vm?.cells.filter((c) => c.error !== undefined).length ?? 0);
+  return { report, failedCells, files };
 }

@@ -27,6 +27,7 @@ interface BenchFlags {
   micro: boolean;
   pin: boolean;
   quiet?: boolean;
+  vm?: boolean;
 }
 
 function listArg<T extends string>(what: string, all: readonly T[], valid: (s: string) => s is T): (value: string, previous: T[] | undefined) => T[] {
@@ -83,6 +84,8 @@ export function benchCommand(): Command {
     .addOption(new Option('--no-baselines', 'skip the baselines (C eventfd, Node UNIX socket, ivshmem ping-pong and channel)'))
     .addOption(new Option('--no-micro', 'skip the micro benchmarks (tinybench)'))
     .addOption(new Option('--no-pin', 'do not pin workers to CPUs (by default a cell with no more processes than CPUs gets one CPU per process)'))
+    .addOption(new Option('--vm', 'only the workloads in a real VM: boot one guest (QEMU, TCG here) and count its Doorbell writes and interrupts with QEMU and the guest kernel'))
+    .addOption(new Option('--no-vm', 'skip the VM part of the full run'))
     .addOption(new Option('--quiet', 'no progress on stderr'))
     .addHelpText(
       'after',
@@ -96,6 +99,14 @@ Workloads: ping-pong (2 peers, sparse: each ping waits until the responder is id
 broadcast (1 → N, per delivery). Designs: legacy2010, legacy2010-mask, qemu, bitmask
 (shared-memory clear), bitmask-w1c (write-1-to-clear register).
 
+In a real VM (--vm alone; also in the full run, not with --quick, where a guest can boot):
+ping-pong, stream both ways and fan-in between Node in a guest (the real ivshmem-doorbell
+device through VFIO) and Node peers on the host, for the qemu and bitmask designs and the
+bitmask with the guest busy-polling. Doorbell writes are counted by QEMU's trace, interrupts
+by the guest kernel, beside the models' counts; then the round trip of Node in the guest
+against a C pong in the same guest. Needs qemu-system-x86 and apt-get (the guest kernel
+comes from Debian's packages, cached in node_modules/.cache/ivshmem-guest/).
+
 Output: progress on stderr (a live line on a terminal); the tables on stdout; the JSON
 (${DEFAULT_JSON}) and the chart (${DEFAULT_SVG}) in the current folder unless --json/--svg
 say otherwise. The C baseline is compiled with \${CC:-cc} -O2 into node_modules/.cache/ivshmem-bench/
@@ -107,7 +118,8 @@ command line; 130 when interrupted.
 Examples:
   ivshmem bench --quick
   ivshmem bench --workload fan-in --producers 2,4 --design qemu,bitmask --messages 100000
-  ivshmem bench --quick --no-micro --json out.json --no-svg`,
+  ivshmem bench --quick --no-micro --json out.json --no-svg
+  ivshmem bench --vm --quick`,
     )
     .action(async (flags: BenchFlags) => {
       ignoreClosedOutput();
@@ -132,6 +144,7 @@ Examples:
           micro: flags.micro,
           pin: flags.pin,
           quiet: flags.quiet === true,
+          ...(flags.vm !== undefined ? { vm: flags.vm ? ('only' as const) : false } : {}),
           signal: controller.signal,
         });
         if (outcome.failedCells > 0) throw new CliError(`${outcome.failedCells} cell(s) failed; see the tables above`);

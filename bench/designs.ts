@@ -13,10 +13,12 @@
  * - bitmask / bitmask-w1c: BitmaskDevice.ring (a trap only on the 0->1 edge), broadcast, and
  *   its receive loop (drain, process, clear, re-check); the clear is free in shared memory or
  *   one PendingClear trap (`clear: 'register'`).
+ * - bitmask-busypoll: bitmask, the receiver polling its work for VM_BUSY_POLL_MICROS before it
+ *   sleeps (the busy-poll receive of `bench --vm`).
  * - ivshmem: the library's BitmaskDoorbell with no device model at all (the ivshmem-pingpong
  *   baseline); its traps and injections are the native counters' signals and interrupts.
  */
-import { BitmaskDoorbell, type InterruptCounters, type Peer } from '../lib/index.js';
+import { BitmaskDoorbell, type Endpoint, type InterruptCounters } from '../lib/index.js';
 import { BitmaskDevice, Legacy2010Device, LEGACY_BROADCAST, QemuDevice, type DeviceStats } from '../lib/devices/index.js';
 import { countsSince } from '../lib/devices/registers.js';
 import type { AdapterName, Totals } from './types.js';
@@ -42,7 +44,7 @@ export interface DesignAdapter {
   close(): void;
 }
 
-export function createAdapter(name: AdapterName, peer: Peer): DesignAdapter {
+export function createAdapter(name: AdapterName, peer: Endpoint): DesignAdapter {
   switch (name) {
     case 'legacy2010':
       return new LegacyAdapter(peer, false);
@@ -54,6 +56,8 @@ export function createAdapter(name: AdapterName, peer: Peer): DesignAdapter {
       return new BitmaskAdapter(peer, 'shm');
     case 'bitmask-w1c':
       return new BitmaskAdapter(peer, 'register');
+    case 'bitmask-busypoll':
+      return new BitmaskAdapter(peer, 'shm', VM_BUSY_POLL_MICROS);
     case 'ivshmem':
       return new IvshmemAdapter(peer, 0);
     case 'ivshmem-busypoll':
@@ -125,7 +129,7 @@ class LegacyAdapter extends DeviceAdapter<Legacy2010Device> implements DesignAda
   readonly name: AdapterName;
   readonly #mask: boolean;
 
-  constructor(peer: Peer, mask: boolean) {
+  constructor(peer: Endpoint, mask: boolean) {
     super(new Legacy2010Device(peer));
     this.name = mask ? 'legacy2010-mask' : 'legacy2010';
     this.#mask = mask;
@@ -162,7 +166,7 @@ class LegacyAdapter extends DeviceAdapter<Legacy2010Device> implements DesignAda
 class QemuAdapter extends DeviceAdapter<QemuDevice> implements DesignAdapter {
   readonly name = 'qemu' as const;
 
-  constructor(peer: Peer) {
+  constructor(peer: Endpoint) {
     super(new QemuDevice(peer));
   }
 
@@ -183,10 +187,13 @@ class QemuAdapter extends DeviceAdapter<QemuDevice> implements DesignAdapter {
 
 class BitmaskAdapter extends DeviceAdapter<BitmaskDevice> implements DesignAdapter {
   readonly name: AdapterName;
+  readonly #busyPollMicros: number;
 
-  constructor(peer: Peer, clear: 'shm' | 'register') {
+  /** `busyPollMicros` > 0: the receiver polls its work that long before it sleeps (bitmask-busypoll). */
+  constructor(peer: Endpoint, clear: 'shm' | 'register', busyPollMicros = 0) {
     super(new BitmaskDevice(peer, { clear }));
-    this.name = clear === 'shm' ? 'bitmask' : 'bitmask-w1c';
+    this.name = busyPollMicros > 0 ? 'bitmask-busypoll' : clear === 'shm' ? 'bitmask' : 'bitmask-w1c';
+    this.#busyPollMicros = busyPollMicros;
   }
 
   ring(dest: number): void {
@@ -198,7 +205,7 @@ class BitmaskAdapter extends DeviceAdapter<BitmaskDevice> implements DesignAdapt
   }
 
   serve(hasWork: () => boolean, handle: () => void, signal: AbortSignal): Promise<void> {
-    return this.dev.serve(hasWork, handle, { signal });
+    return this.dev.serve(hasWork, handle, { signal, busyPollMicros: this.#busyPollMicros });
   }
 
 }
@@ -206,14 +213,20 @@ class BitmaskAdapter extends DeviceAdapter<BitmaskDevice> implements DesignAdapt
 /** How long the busy-polling receiver of `ivshmem-pingpong-busypoll` polls before it sleeps. */
 export const BUSY_POLL_MICROS = 50;
 
+/**
+ * How long `bitmask-busypoll` (the VM part) polls: 1 ms, because under TCG the guest runs
+ * many times slower than the host, and a message takes tens of µs to produce there.
+ */
+export const VM_BUSY_POLL_MICROS = 1000;
+
 class IvshmemAdapter implements DesignAdapter {
   readonly name: 'ivshmem' | 'ivshmem-busypoll';
-  readonly #peer: Peer;
+  readonly #peer: Endpoint;
   readonly #doorbell: BitmaskDoorbell;
   readonly #busyPollMicros: number;
   #base: InterruptCounters;
 
-  constructor(peer: Peer, busyPollMicros: number) {
+  constructor(peer: Endpoint, busyPollMicros: number) {
     this.name = busyPollMicros > 0 ? 'ivshmem-busypoll' : 'ivshmem';
     this.#peer = peer;
     this.#busyPollMicros = busyPollMicros;

@@ -1,5 +1,5 @@
 /** Defaults of the two modes (full and --quick), and validation of what the caller chose. */
-import { DESIGNS, WORKLOADS, type BenchOptions, type DesignName, type ResolvedOptions, type WorkloadName } from './types.js';
+import { DESIGNS, VM_WORKLOADS, WORKLOADS, type BenchOptions, type DesignName, type ResolvedOptions, type VmWorkloadName, type WorkloadName } from './types.js';
 
 /** Messages per cell. Ping-pong: one-way messages (2 per round trip); broadcast: broadcasts. */
 export const QUICK_MESSAGES: Record<WorkloadName, number> = {
@@ -15,6 +15,11 @@ export const FULL_MESSAGES: Record<WorkloadName, number> = {
   'fan-in': 200_000,
   broadcast: 20_000,
 };
+
+/** Messages per cell of the VM part: under TCG a Doorbell write costs tens of µs, so fewer than on the host. */
+export const VM_QUICK_MESSAGES: Record<VmWorkloadName, number> = { 'ping-pong': 1_000, 'stream-to-guest': 10_000, 'stream-to-host': 10_000, 'fan-in': 10_000 };
+export const VM_FULL_MESSAGES: Record<VmWorkloadName, number> = { 'ping-pong': 4_000, 'stream-to-guest': 50_000, 'stream-to-host': 50_000, 'fan-in': 40_000 };
+export const DEFAULT_VM_PRODUCERS = 2;
 
 export const DEFAULT_PRODUCERS = [1, 2, 4, 8];
 export const DEFAULT_PEERS = [2, 4, 8];
@@ -46,6 +51,11 @@ export function resolveOptions(options: BenchOptions = {}): ResolvedOptions {
   }
   const timeoutMs = options.timeoutMs ?? (quick ? 20_000 : 120_000);
   positiveInteger('timeoutMs', timeoutMs);
+  const vmMessages = { ...(quick ? VM_QUICK_MESSAGES : VM_FULL_MESSAGES) };
+  if (options.messages !== undefined) for (const w of VM_WORKLOADS) vmMessages[w] = options.messages;
+  vmMessages['ping-pong'] = Math.max(2, vmMessages['ping-pong'] - (vmMessages['ping-pong'] % 2));
+  const vm = options.vm ?? !quick;
+  if (vm !== true && vm !== false && vm !== 'only') throw new RangeError(`vm must be true, false or 'only', got ${String(vm)}`);
   return {
     quick,
     workloads,
@@ -63,6 +73,10 @@ export function resolveOptions(options: BenchOptions = {}): ResolvedOptions {
     microTimeMs: positive('microTimeMs', options.microTimeMs ?? (quick ? 150 : 1000)),
     baselineRoundTrips: positive('baselineRoundTrips', options.baselineRoundTrips ?? (quick ? 4_000 : 20_000)),
     baselineStreamMessages: positive('baselineStreamMessages', options.baselineStreamMessages ?? (quick ? 100_000 : 500_000)),
+    vm,
+    vmMessages,
+    vmRoundTrips: quick ? 500 : 2_000,
+    vmProducers: counts('vmProducers', [options.vmProducers ?? DEFAULT_VM_PRODUCERS], 1, MAX_PEERS_PER_CELL - 1)[0]!,
   };
 }
 

@@ -156,11 +156,12 @@ export class WorkerPool {
   }
 }
 
-/** Rejects with a BenchError naming `what` if `promise` does not settle within `ms`. */
-export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** Rejects with a BenchError naming `what` (a function: evaluated then) if `promise` does not settle within `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string | (() => string)): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new BenchError(`timed out after ${(ms / 1000).toFixed(1)} s waiting for ${what}`)), ms);
+    const named = (): string => (typeof what === 'string' ? what : what());
+    timer = setTimeout(() => reject(new BenchError(`timed out after ${(ms / 1000).toFixed(1)} s waiting for ${named()}`)), ms);
   });
   try {
     return await Promise.race([promise, timeout]);

@@ -70,6 +70,8 @@ export interface Collected {
   /** The device model's stats() (or the native counters' equivalent), since `go`. Null for net-* roles. */
   totals: Totals | null;
   trapsByRegister: Record<string, { reads: number; writes: number }> | null;
+  /** Counts of instruments outside the package over the cell (a guest: the kernel's MSI-X interrupts). */
+  measured?: Record<string, number>;
 }
 
 export interface Connected {

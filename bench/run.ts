@@ -1,6 +1,7 @@
 /**
  * One bench run: the matrix (every workload shape × every design, cells of one shape on one
- * server and one set of connected workers), then the baselines, then the micro benchmarks.
+ * server and one set of connected workers), then the baselines, then the micro benchmarks, then
+ * the workloads in a real VM (vm/run-vm.ts; `--vm` runs that part alone).
  * Returns the report (the JSON contract); printing and files are the caller's (cli.ts).
  *
  * A cell that fails (its deadline passed, a worker died, a lane check failed) is reported
@@ -16,7 +17,8 @@ import { resolveOptions } from './options.js';
 import { BenchError, WorkerPool } from './pool.js';
 import { Progress } from './progress.js';
 import { Session } from './session.js';
-import type { BaselineResult, BenchOptions, BenchReport, CellResult, MicroResult } from './types.js';
+import type { BaselineResult, BenchOptions, BenchReport, CellResult, MicroResult, VmReport } from './types.js';
+import { runVm } from './vm/run-vm.js';
 
 export interface RunHooks {
   progress?: Progress;
@@ -37,7 +39,9 @@ function messageOf(error: unknown): string {
 }
 
 export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): Promise<BenchReport> {
-  const options = resolveOptions(input);
+  const resolved = resolveOptions(input);
+  // --vm: the VM part alone.
+  const options = resolved.vm === 'only' ? { ...resolved, workloads: [], baselines: false, micro: false } : resolved;
   const started = Date.now();
   const epoch = epochNow();
   const progress = hooks.progress ?? new Progress(process.stderr, { quiet: true });
@@ -86,6 +90,7 @@ export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): 
   const results: CellResult[] = [];
   const baselines: BaselineResult[] = [];
   let micro: MicroResult[] = [];
+  let vm: VmReport | undefined;
   try {
     // ---------------------------------------------------------------- the matrix
     for (const { shape, cells } of plan) {
@@ -155,6 +160,13 @@ export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): 
       progress.done();
       checkAbort();
     }
+
+    // ---------------------------------------------------------------- in a real VM
+    if (options.vm !== false) {
+      checkAbort();
+      vm = await runVm(options, { progress, ...(signal ? { signal } : {}) });
+      checkAbort();
+    }
   } finally {
     signal?.removeEventListener('abort', onAbort);
     (current as Session | null)?.abandon();
@@ -169,5 +181,6 @@ export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): 
     micro,
     baselines,
     durationMs: Date.now() - started,
+    ...(vm !== undefined ? { vm } : {}),
   };
 }

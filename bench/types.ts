@@ -13,9 +13,9 @@ export type DesignName = (typeof DESIGNS)[number];
 /**
  * Adapters the workload driver can run over: the five designs of the matrix, plus `ivshmem`
  * (the library's own BitmaskDoorbell with no device model), used for the `ivshmem-pingpong`
- * baseline.
+ * baseline, and `bitmask-busypoll` (the bitmask model, receiving with a busy poll; `bench --vm`).
  */
-export type AdapterName = DesignName | 'ivshmem' | 'ivshmem-busypoll';
+export type AdapterName = DesignName | 'bitmask-busypoll' | 'ivshmem' | 'ivshmem-busypoll';
 
 /** How a cell's latency figures were measured. */
 export type LatencyKind = 'rtt/2' | 'one-way';
@@ -116,6 +116,98 @@ export interface BenchReport {
   micro: MicroResult[];
   baselines: BaselineResult[];
   durationMs: number;
+  // ---- additions
+  /** The workloads in a real VM (`--vm`, or the full run where a guest can boot); absent when not run. */
+  vm?: VmReport;
+}
+
+// ------------------------------------------------------------------ in a real VM (bench --vm)
+
+export const VM_WORKLOADS = ['ping-pong', 'stream-to-guest', 'stream-to-host', 'fan-in'] as const;
+export type VmWorkloadName = (typeof VM_WORKLOADS)[number];
+
+/** The designs stock QEMU can carry across the VM boundary. */
+export const VM_DESIGNS = ['qemu', 'bitmask'] as const;
+export type VmDesignName = (typeof VM_DESIGNS)[number];
+
+/**
+ * One direction of a VM cell: what the models counted and what an instrument that is not the
+ * package's counted, for the same messages.
+ *
+ * - guest→host: Doorbell writes. `modelled`: the guest's device model (a trap per Doorbell
+ *   write it makes); `measured`: QEMU's trace of MMIO writes to the device's BAR0 + 0xc (the
+ *   device has `ioeventfd=off`, so every write reaches the traced handler).
+ * - host→guest: MSI-X interrupts into the guest. `modelled`: the guest's device model (an
+ *   injection per interrupt delivered to it); `measured`: the guest kernel's /proc/interrupts
+ *   (the device's vfio-msix lines).
+ */
+export interface VmDirection {
+  /** One-way messages that crossed in this direction. */
+  messages: number;
+  modelled: number;
+  measured: number;
+  instrument: 'qemu-trace' | 'guest-kernel';
+  /** Per message; null when no message crossed this way. */
+  modelledPerMsg: number | null;
+  measuredPerMsg: number | null;
+  /** modelled / measured (1 when both are 0; null when only measured is 0). */
+  ratio: number | null;
+  /** The senders' side in the package's counters: host→guest the host's eventfd writes; guest→host the guest's Doorbell stores. */
+  senderSignals: number;
+  /** The receivers' side: host→guest the host models' Doorbell traps (what the same sends would cost from a VM); guest→host the host peers' interrupts. */
+  other: number;
+  /** Bitmask: rings of the senders that found the bit already set (no signal at all). */
+  suppressed: number;
+}
+
+export interface VmCellResult {
+  workload: VmWorkloadName;
+  design: VmDesignName;
+  /** Which side's receiver polls its work for `busyPollMicros` before it sleeps ('none': both sleep on their interrupt). */
+  busyPoll: 'none' | 'guest' | 'host';
+  /** Host producers (fan-in), else 1. */
+  producers: number;
+  /** One-way messages delivered (ping-pong: both directions). */
+  messages: number;
+  elapsedMs: number | null;
+  msgsPerSec: number | null;
+  /** Ping-pong: the host's round trip to the guest and back, µs. */
+  rttP50Us: number | null;
+  rttP99Us: number | null;
+  guestToHost: VmDirection | null;
+  hostToGuest: VmDirection | null;
+  error?: string;
+}
+
+/** A bare round trip host → guest → host on vector 0: the host rings, the guest's pong rings back. */
+export interface VmLatency {
+  /** 'node-pong' (GuestDevice in Node), 'c-pong' (bench/vm/c/vfio-pong.c, compiled by the bench). */
+  name: string;
+  available: boolean;
+  reason?: string;
+  rounds: number;
+  rttP50Us: number | null;
+  rttP99Us: number | null;
+  description: string;
+}
+
+export interface VmReport {
+  available: boolean;
+  /** Why no guest ran (tools missing, boot failed). */
+  reason?: string;
+  /** 'tcg' (emulated: timings are not hardware timings, counts are exact) or 'kvm'. */
+  accel: 'tcg' | 'kvm';
+  guestKernel: string | null;
+  /** QEMU start → the guest's script. */
+  bootMs: number | null;
+  /** The device line QEMU ran with. */
+  device: string;
+  busyPollMicros: number;
+  cells: VmCellResult[];
+  latency: VmLatency[];
+  /** node-pong RTT p50 / c-pong RTT p50, same guest, same run. */
+  nodeVsC: number | null;
+  durationMs: number;
 }
 
 export interface BenchOptions {
@@ -143,6 +235,10 @@ export interface BenchOptions {
   baselineStreamMessages?: number;
   /** tinybench time budget per micro task, ms (default 150 with quick, else 1000). */
   microTimeMs?: number;
+  /** The workloads in a real VM: 'only' (`--vm`: nothing else), true, false; default: the full run where a guest can boot. */
+  vm?: boolean | 'only';
+  /** Fan-in producers of the VM part (default 2). */
+  vmProducers?: number;
 }
 
 export interface ResolvedOptions {
@@ -165,4 +261,11 @@ export interface ResolvedOptions {
   baselineRoundTrips: number;
   /** Messages of the stream baselines. */
   baselineStreamMessages: number;
+  // ---- additions
+  /** Whether the VM part runs: 'only', true (after the rest), false. */
+  vm: boolean | 'only';
+  /** Messages per VM cell (ping-pong: one-way messages) and round trips of the VM latency runs. */
+  vmMessages: Record<VmWorkloadName, number>;
+  vmRoundTrips: number;
+  vmProducers: number;
 }

@@ -18,7 +18,7 @@
  * - broadcaster: like a producer, but one lane read by every receiver and `broadcast` per message.
  */
 import { setImmediate as immediate } from 'node:timers/promises';
-import type { Peer } from '../lib/index.js';
+import type { Endpoint } from '../lib/index.js';
 import { spin, type Clock } from './clock.js';
 import type { DesignAdapter } from './designs.js';
 import { Histogram } from './histogram.js';
@@ -26,7 +26,7 @@ import { Lane, type LaneSpec } from './lane.js';
 import type { Finished, RoleSpec } from './protocol.js';
 
 export interface RoleContext {
-  peer: Peer;
+  peer: Endpoint;
   adapter: DesignAdapter;
   clock: Clock;
 }

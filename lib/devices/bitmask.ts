@@ -39,9 +39,9 @@ export class BitmaskDevice extends DeviceModel<BitmaskRegisters, Record<never, n
     });
   }
 
-  /** A rising edge woke this peer: one injection. */
-  protected interrupted(vector: number): void {
-    if (vector === 0) this.counter.injection();
+  /** A rising edge woke this peer: one injection (in a VM: the injections the guest took). */
+  protected interrupted(vector: number, injections: number): void {
+    if (vector === 0) this.counter.injection(injections);
   }
 
   get doorbell(): BitmaskDoorbell {

@@ -15,8 +15,10 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
   protected readonly peer: Endpoint;
   protected readonly counter: InterceptCounter<M>;
   #closed = false;
-  readonly #onInterrupt = (vector: number): void => {
-    if (!this.#closed) this.interrupted(vector);
+  // A host peer's count is rings, which a VM's device would coalesce into one injection per
+  // drain; a device in a VM counts the injections it really took (GuestDevice: MSI-X messages).
+  readonly #onInterrupt = (vector: number, count: number): void => {
+    if (!this.#closed) this.interrupted(vector, this.peer.countsInjections === true ? count : 1);
   };
   // The device goes with its peer (and the memory its registers live in).
   readonly #onPeerClose = (): void => this.close();
@@ -29,8 +31,8 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
     peer.once('close', this.#onPeerClose);
   }
 
-  /** An own eventfd was signalled (and drained) on `vector`: model the device's reaction. */
-  protected abstract interrupted(vector: number): void;
+  /** An own eventfd was signalled (and drained) on `vector`, standing for `injections` interrupts: model the device's reaction. */
+  protected abstract interrupted(vector: number, injections: number): void;
 
   /** One plain object of every count since creation or the last resetStats(). */
   stats(): DeviceStats {

@@ -32,9 +32,9 @@ export class QemuDevice extends DeviceModel<QemuRegisters, QemuDeviceEvents> {
     super('qemu', QEMU_REGISTERS, peer);
   }
 
-  /** QEMU drained the eventfd: one MSI-X injection, however many rings it coalesced. */
-  protected interrupted(vector: number): void {
-    this.counter.injection();
+  /** QEMU drained the eventfd: one MSI-X injection, however many rings it coalesced (in a VM: the injections the guest took). */
+  protected interrupted(vector: number, injections: number): void {
+    this.counter.injection(injections);
     this.emit('interrupt', vector);
   }
 

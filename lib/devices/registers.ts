@@ -77,8 +77,9 @@ export class InterceptCounter<M extends RegisterMap> {
     this.#traps[name]!.writes++;
   }
 
-  injection(): void {
-    this.#injections++;
+  /** `n` interrupts delivered (more than one when the endpoint counts the injections a real device made). */
+  injection(n = 1): void {
+    this.#injections += n;
   }
 
   reset(): void {

@@ -9,7 +9,7 @@ import type { InterruptCounters } from '../sys/interrupt-table.js';
 import type { MemoryView } from '../sys/shared-memory.js';
 
 export interface EndpointEvents {
-  /** Own vector `vector` was rung (`count` rings coalesced since the last delivery). */
+  /** Own vector `vector` was rung (`count` rings coalesced since the last delivery; in a VM, interrupts taken: see countsInjections). */
   interrupt: [vector: number, count: number];
   /** Peer `id` can be rung from now on. */
   'peer-joined': [id: number];
@@ -56,6 +56,13 @@ export interface Endpoint extends Disposable {
   /** Own interrupt vectors. */
   readonly vectors: number;
   readonly closed: boolean;
+  /**
+   * What the `count` of an 'interrupt' event counts. true: interrupts the CPU really took (a
+   * device in a VM: each MSI-X message the guest kernel handled). false or absent: rings (a host
+   * peer's eventfd count), which a VM's device would have coalesced into one injection per drain.
+   * The device models count injections by it.
+   */
+  readonly countsInjections?: boolean;
   /** The other live peers that can be rung. */
   peers(): PeerVectors[];
   /** Vectors of peer `id` (own ID included); 0 if it cannot be rung. */

@@ -65,6 +65,8 @@ export class GuestDevice extends EventEmitter<EndpointEvents> implements Endpoin
   readonly info: GuestDeviceInfo;
   readonly id: number;
   readonly interrupts: 'vfio' | 'none';
+  /** An 'interrupt' event's count is MSI-X interrupts the guest kernel took (see Endpoint). */
+  readonly countsInjections = true;
   readonly registers: GuestRegisters;
   readonly #vfio: VfioDevice | null;
   readonly #sysfs: { registers: PciRegisters; memory: SharedMemory } | null;
