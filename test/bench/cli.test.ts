@@ -35,7 +35,7 @@ function run(args: string[], cwd = dir): Promise<{ code: number | null; stdout: 
   });
 }
 
-const TINY = ['--workload', 'ping-pong,broadcast', '--design', 'qemu,bitmask', '--messages', '40', '--peers', '2', '--no-micro', '--no-baselines'];
+const TINY = ['--workload', 'ping-pong,broadcast', '--design', 'qemu,bitmask', '--messages', '40', '--peers', '2', '--no-micro', '--no-baselines', '--no-vm'];
 
 describe('ivshmem bench', () => {
   it('--help lists the options and the outputs', async () => {
@@ -84,7 +84,7 @@ describe('ivshmem bench', () => {
 
   it('a cell past its deadline makes the exit status 1, after printing and writing what it has', async () => {
     const json = join(dir, 'failed.json');
-    const { code, stdout, stderr } = await run(['--workload', 'stream', '--design', 'qemu', '--messages', '50000000', '--timeout', '1', '--no-micro', '--no-baselines', '--json', json, '--no-svg']);
+    const { code, stdout, stderr } = await run(['--workload', 'stream', '--design', 'qemu', '--messages', '50000000', '--timeout', '1', '--no-micro', '--no-baselines', '--no-vm', '--json', json, '--no-svg']);
     expect(code).toBe(1);
     expect(stdout).toContain('FAILED');
     expect(stderr).toMatch(/timed out after 1\.0 s/);

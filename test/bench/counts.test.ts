@@ -26,6 +26,7 @@ beforeAll(async () => {
     slots: 64, // small lanes: the producers wait for room, the consumers sleep and wake
     micro: false,
     baselines: false,
+    vm: false,
     timeoutMs: 30_000,
   });
 }, 120_000);

@@ -48,6 +48,7 @@ afterEach(() => {
 describe('deadlines', () => {
   it('a cell past its deadline fails with a clear error; the run goes on with fresh workers', async () => {
     const report = await runBench({
+      vm: false,
       workloads: ['ping-pong', 'stream'],
       designs: ['qemu'],
       messages: 50_000_000,
@@ -67,6 +68,7 @@ describe('deadlines', () => {
 describe('baselines', () => {
   it('runs every baseline of the contract, in the contract units', async () => {
     const report = await runBench({
+      vm: false,
       workloads: [],
       micro: false,
       baselines: true,
