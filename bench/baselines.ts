@@ -28,6 +28,11 @@ export const BASELINE_NAMES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-single',
+  'js-ring-stream',
+  'c-ring-stream',
+  'ivshmem-channel-pingpong',
+  'ivshmem-channel-pingpong-busypoll',
 ] as const;
 
 const MESSAGE_BYTES = 64;
@@ -42,6 +47,10 @@ export const SESSION_BASELINES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-single',
+  'js-ring-stream',
+  'ivshmem-channel-pingpong',
+  'ivshmem-channel-pingpong-busypoll',
 ] as const;
 export type SessionBaselineName = (typeof SESSION_BASELINES)[number];
 
@@ -57,6 +66,9 @@ export async function runSessionBaseline(name: SessionBaselineName, session: Ses
 function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: number, epoch: bigint): Step[] {
   const rounds = options.baselineRoundTrips;
   const streamMessages = options.baselineStreamMessages;
+  // The channel and its JS ceiling run 10× the stream's messages: at ~10M msg/s the stream's
+  // count is over in ~10 ms, mostly JIT warm-up. The same count for both keeps the ratio fair.
+  const ceilingMessages = streamMessages * 10;
   return [
     {
       name: 'node-unix-socket-pingpong',
@@ -156,35 +168,106 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
         },
       };
     }),
+    ...(['batch', 'single'] as const).map((api) => {
+      const name = api === 'batch' ? ('ivshmem-channel-stream' as const) : ('ivshmem-channel-stream-single' as const);
+      return {
+        name,
+        run: async () => {
+          const out = await session.run(
+            {
+              adapter: 'ivshmem',
+              label: name,
+              roles: [
+                { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: ceilingMessages, size: MESSAGE_BYTES, api },
+                { kind: 'channel-consumer', offset: session.dataOffset, messages: ceilingMessages, api },
+              ],
+              prepareOrder: [0, 1],
+            },
+            timeoutMs,
+            epoch,
+          );
+          const { totals } = sumCollected(out.collected);
+          return {
+            name,
+            available: true,
+            msgsPerSec: Math.round(ceilingMessages / (elapsedNs(out.finished) / 1e9)),
+            messages: ceilingMessages,
+            interceptsPerMsg: Number((totals.intercepts / ceilingMessages).toFixed(6)),
+            kernelCrossingsPerMsg: Number((totals.kernelCrossings / ceilingMessages).toFixed(6)),
+            reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
+            description:
+              api === 'batch'
+                ? `${MESSAGE_BYTES}-byte messages through ChannelProducer.trySendBatch (send() when full) / ChannelConsumer.readable + drain (64 KiB ring), two processes`
+                : `${MESSAGE_BYTES}-byte messages through ChannelProducer.send (awaited) / the ChannelConsumer async iterator (64 KiB ring), two processes`,
+          };
+        },
+      };
+    }),
     {
-      name: 'ivshmem-channel-stream',
+      name: 'js-ring-stream',
       run: async () => {
         const out = await session.run(
           {
             adapter: 'ivshmem',
-            label: 'ivshmem-channel-stream',
+            label: 'js-ring-stream',
             roles: [
-              { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES },
-              { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages },
+              { kind: 'ring-producer', offset: session.dataOffset, capacity: 65536, messages: ceilingMessages, size: MESSAGE_BYTES },
+              { kind: 'ring-consumer', offset: session.dataOffset, capacity: 65536, messages: ceilingMessages },
             ],
             prepareOrder: [0, 1],
           },
           timeoutMs,
           epoch,
         );
-        const { totals } = sumCollected(out.collected);
         return {
-          name: 'ivshmem-channel-stream',
+          name: 'js-ring-stream',
           available: true,
-          msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
-          messages: streamMessages,
-          interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
-          kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
-          reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
-          description: `${MESSAGE_BYTES}-byte messages through ChannelProducer.send / ChannelConsumer (64 KiB ring), two processes`,
+          msgsPerSec: Math.round(ceilingMessages / (elapsedNs(out.finished) / 1e9)),
+          messages: ceilingMessages,
+          description: `the ceiling in JS: the channel's record format (${MESSAGE_BYTES}-byte payloads, 64 KiB) over the same SharedMemory, no library code, head published and tail stored once per batch, both ends spinning (bench/bare-ring.ts), two processes`,
         };
       },
     },
+    ...([0, BUSY_POLL_MICROS] as const).map((busyPollMicros) => {
+      const name = busyPollMicros === 0 ? ('ivshmem-channel-pingpong' as const) : ('ivshmem-channel-pingpong-busypoll' as const);
+      return {
+        name,
+        run: async () => {
+          const messages = 2 * rounds;
+          const common = { offset: session.dataOffset, messages, size: PING_BYTES, busyPollMicros };
+          const out = await session.run(
+            {
+              adapter: 'ivshmem',
+              label: name,
+              roles: [
+                { kind: 'channel-ping', other: session.ids[1]!, ...common },
+                { kind: 'channel-pong', other: session.ids[0]!, ...common },
+              ],
+              prepareOrder: [0, 1],
+            },
+            timeoutMs,
+            epoch,
+          );
+          const ping = out.finished[0]!;
+          const h = new Histogram();
+          if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
+          const { totals } = sumCollected(out.collected);
+          const half50 = h.quantile(0.5);
+          const half99 = h.quantile(0.99);
+          return {
+            name,
+            available: true,
+            rttP50Us: us(half50 === null ? null : 2 * half50),
+            rttP99Us: us(half99 === null ? null : 2 * half99),
+            msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
+            messages,
+            interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
+            kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
+            description: `${PING_BYTES}-byte messages over openDuplex (4 KiB rings), one in flight: trySend, then readable + drain; the reply sent from inside the drain handler${busyPollMicros > 0 ? `; consumers busy-poll for ${busyPollMicros} µs before sleeping` : ', consumers sleep at once'}`,
+          };
+        },
+      };
+    }),
   ];
 }
 

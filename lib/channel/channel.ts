@@ -768,6 +768,8 @@ export interface DuplexOptions {
   capacity?: number;
   /** How long the higher-ID side waits for the rings to appear (ms, default 5000). */
   timeout?: number;
+  /** The consumer's busy polling before it sleeps (see {@link ConsumerOptions.busyPollMicros}). */
+  busyPollMicros?: number;
 }
 
 export interface Duplex extends Disposable {
@@ -796,7 +798,7 @@ export async function openDuplex(peer: Endpoint, other: number, options: DuplexO
   }
   const [out, inbound] = peer.id === low ? [offset, second] : [second, offset];
   const producer = new ChannelProducer(peer, out);
-  const consumer = new ChannelConsumer(peer, inbound);
+  const consumer = new ChannelConsumer(peer, inbound, { busyPollMicros: options.busyPollMicros ?? 0 });
   const close = (): void => {
     producer.close();
     consumer.close();
