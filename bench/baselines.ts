@@ -66,9 +66,6 @@ export async function runSessionBaseline(name: SessionBaselineName, session: Ses
 function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: number, epoch: bigint): Step[] {
   const rounds = options.baselineRoundTrips;
   const streamMessages = options.baselineStreamMessages;
-  // The channel and its JS ceiling run 10× the stream's messages: at ~10M msg/s the stream's
-  // count is over in ~10 ms, mostly JIT warm-up. The same count for both keeps the ratio fair.
-  const ceilingMessages = streamMessages * 10;
   return [
     {
       name: 'node-unix-socket-pingpong',
@@ -178,8 +175,8 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
               adapter: 'ivshmem',
               label: name,
               roles: [
-                { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: ceilingMessages, size: MESSAGE_BYTES, api },
-                { kind: 'channel-consumer', offset: session.dataOffset, messages: ceilingMessages, api },
+                { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES, api },
+                { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages, api },
               ],
               prepareOrder: [0, 1],
             },
@@ -190,10 +187,10 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
           return {
             name,
             available: true,
-            msgsPerSec: Math.round(ceilingMessages / (elapsedNs(out.finished) / 1e9)),
-            messages: ceilingMessages,
-            interceptsPerMsg: Number((totals.intercepts / ceilingMessages).toFixed(6)),
-            kernelCrossingsPerMsg: Number((totals.kernelCrossings / ceilingMessages).toFixed(6)),
+            msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+            messages: streamMessages,
+            interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
+            kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
             reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
             description:
               api === 'batch'
@@ -211,8 +208,8 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
             adapter: 'ivshmem',
             label: 'js-ring-stream',
             roles: [
-              { kind: 'ring-producer', offset: session.dataOffset, capacity: 65536, messages: ceilingMessages, size: MESSAGE_BYTES },
-              { kind: 'ring-consumer', offset: session.dataOffset, capacity: 65536, messages: ceilingMessages },
+              { kind: 'ring-producer', offset: session.dataOffset, capacity: 65536, messages: streamMessages, size: MESSAGE_BYTES },
+              { kind: 'ring-consumer', offset: session.dataOffset, capacity: 65536, messages: streamMessages },
             ],
             prepareOrder: [0, 1],
           },
@@ -222,8 +219,8 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
         return {
           name: 'js-ring-stream',
           available: true,
-          msgsPerSec: Math.round(ceilingMessages / (elapsedNs(out.finished) / 1e9)),
-          messages: ceilingMessages,
+          msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+          messages: streamMessages,
           description: `the ceiling in JS: the channel's record format (${MESSAGE_BYTES}-byte payloads, 64 KiB) over the same SharedMemory, no library code, head published and tail stored once per batch, both ends spinning (bench/bare-ring.ts), two processes`,
         };
       },
