@@ -15,7 +15,7 @@ import { BUSY_POLL_MICROS } from './designs.js';
 import { Histogram } from './histogram.js';
 import { elapsedNs, sumCollected } from './matrix.js';
 import { uniqueSocketPath } from './paths.js';
-import type { Session } from './session.js';
+import type { PlanOutcome, Session } from './session.js';
 import { layoutLanes } from './lane.js';
 import type { BaselineResult, ResolvedOptions } from './types.js';
 
@@ -145,23 +145,7 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
             timeoutMs,
             epoch,
           );
-          const ping = out.finished[0]!;
-          const h = new Histogram();
-          if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
-          const { totals } = sumCollected(out.collected);
-          const half50 = h.quantile(0.5);
-          const half99 = h.quantile(0.99);
-          return {
-            name,
-            available: true,
-            rttP50Us: us(half50 === null ? null : 2 * half50),
-            rttP99Us: us(half99 === null ? null : 2 * half99),
-            msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
-            messages,
-            interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
-            kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
-            description: `the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)${busyPoll ? `; receivers busy-poll for ${BUSY_POLL_MICROS} µs before sleeping` : ', receivers block at once'}`,
-          };
+          return pingPongResult(name, out, messages, `the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)${busyPoll ? `; receivers busy-poll for ${BUSY_POLL_MICROS} µs before sleeping` : ', receivers block at once'}`);
         },
       };
     }),
@@ -245,27 +229,32 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
             timeoutMs,
             epoch,
           );
-          const ping = out.finished[0]!;
-          const h = new Histogram();
-          if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
-          const { totals } = sumCollected(out.collected);
-          const half50 = h.quantile(0.5);
-          const half99 = h.quantile(0.99);
-          return {
-            name,
-            available: true,
-            rttP50Us: us(half50 === null ? null : 2 * half50),
-            rttP99Us: us(half99 === null ? null : 2 * half99),
-            msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
-            messages,
-            interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
-            kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
-            description: `${PING_BYTES}-byte messages over openDuplex (4 KiB rings), one in flight: trySend, then readable + drain; the reply sent from inside the drain handler${busyPollMicros > 0 ? `; consumers busy-poll for ${busyPollMicros} µs before sleeping` : ', consumers sleep at once'}`,
-          };
+          return pingPongResult(name, out, messages, `${PING_BYTES}-byte messages over openDuplex (4 KiB rings), one in flight: trySend, then readable + drain; the reply sent from inside the drain handler${busyPollMicros > 0 ? `; consumers busy-poll for ${busyPollMicros} µs before sleeping` : ', consumers sleep at once'}`);
         },
       };
     }),
   ];
+}
+
+/** A two-process ping-pong's figures: the ping side's samples are round trip / 2. */
+function pingPongResult(name: SessionBaselineName, out: PlanOutcome, messages: number, description: string): BaselineResult {
+  const ping = out.finished[0]!;
+  const h = new Histogram();
+  if (ping.latency !== null) h.merge(ping.latency);
+  const { totals } = sumCollected(out.collected);
+  const half50 = h.quantile(0.5);
+  const half99 = h.quantile(0.99);
+  return {
+    name,
+    available: true,
+    rttP50Us: us(half50 === null ? null : 2 * half50),
+    rttP99Us: us(half99 === null ? null : 2 * half99),
+    msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
+    messages,
+    interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
+    kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
+    description,
+  };
 }
 
 export function unavailable(name: string, reason: string): BaselineResult {

@@ -5,25 +5,14 @@
  * busy-polling consumer. Two peers in this process.
  */
 import { describe, expect, it } from 'vitest';
-import { ChannelConsumer, ChannelProducer, createChannel, createFanIn, type Peer } from '../../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createFanIn, type Peer } from '../../lib/index.js';
 import { LONG_WAIT_MS, within } from '../helpers/wait.js';
-import { useResources } from './helpers.js';
+import { channelPair, useResources } from './helpers.js';
 
 const res = useResources();
 const TAIL = 128 / 4;
 
-async function pair(capacity: number, busyPollMicros = 0): Promise<{ a: Peer; b: Peer; producer: ChannelProducer; consumer: ChannelConsumer; offset: number }> {
-  const server = res.listen('batch');
-  const a = await res.connect(server);
-  const b = await res.connect(server);
-  await a.waitForPeer(b.id);
-  await b.waitForPeer(a.id);
-  const offset = server.dataOffset;
-  createChannel(a, { offset, capacity, producer: a.id, consumer: b.id });
-  const producer = res.track(new ChannelProducer(a, offset));
-  const consumer = res.track(new ChannelConsumer(b, offset, { busyPollMicros }));
-  return { a, b, producer, consumer, offset };
-}
+const pair = (capacity: number, busyPollMicros = 0): ReturnType<typeof channelPair> => channelPair(res, 'batch', capacity, { busyPollMicros });
 
 const filled = (length: number, value: number): Uint8Array => new Uint8Array(length).fill(value & 0xff);
 const tailOf = (peer: Peer, offset: number): number => Atomics.load(new Uint32Array(peer.shm.buffer, offset, 64), TAIL);
