@@ -12,6 +12,7 @@ import { cacheDir, packageRoot } from './paths.js';
 import type { BaselineResult } from './types.js';
 
 export const C_SOURCE = join('bench', 'c', 'eventfd-pingpong.c');
+const C_HEADER = join('bench', 'c', 'common.h');
 
 interface CRun {
   roundTrips: number;
@@ -41,7 +42,9 @@ export async function compileBaseline(cc = compilerName(), file = C_SOURCE): Pro
   const source = join(packageRoot(), file);
   if (!existsSync(source)) throw new Error(`${source} is missing (the C source ships in bench/c/)`);
   const text = readFileSync(source);
-  const hash = createHash('sha256').update(text).update('\0').update(cc).digest('hex').slice(0, 16);
+  // The shared header is part of every program: a change to it must rebuild them.
+  const header = readFileSync(join(packageRoot(), C_HEADER));
+  const hash = createHash('sha256').update(text).update('\0').update(header).update('\0').update(cc).digest('hex').slice(0, 16);
   const binary = join(cacheDir(), `${basename(file, '.c')}-${hash}`);
   if (existsSync(binary)) return binary;
   const partial = `${binary}.${process.pid}.tmp`;

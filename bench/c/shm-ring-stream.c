@@ -24,36 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "shm-ring-stream"
+#include "common.h"
+
 #define CAPACITY 65536u
 #define PAD 0xffffffffu
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "shm-ring-stream: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static int allowed_cpu(int index) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
-  for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; cpu++) {
-    if (CPU_ISSET(cpu, &set) && seen++ == index) return cpu;
-  }
-  return -1;
-}
-
-static void pin_to(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) fprintf(stderr, "shm-ring-stream: sched_setaffinity(%d): %s\n", cpu, strerror(errno));
-}
 
 struct ring {
   uint32_t header[16];
