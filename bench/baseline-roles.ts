@@ -11,7 +11,8 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
-import { ChannelConsumer, ChannelProducer, createChannel, type InterruptCounters, type Peer } from '../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createChannel, openDuplex, type Duplex, type InterruptCounters, type Peer } from '../lib/index.js';
+import { ringConsumer, ringProducer } from './bare-ring.js';
 import type { Clock } from './clock.js';
 import { nativeTotals } from './designs.js';
 import { Histogram } from './histogram.js';
@@ -26,13 +27,19 @@ export interface BaselineRole {
 }
 
 type NetRole = Extract<RoleSpec, { kind: 'net-server' | 'net-client' }>;
-type ChannelRole = Extract<RoleSpec, { kind: 'channel-producer' | 'channel-consumer' }>;
+type ChannelRole = Extract<RoleSpec, { kind: 'channel-producer' | 'channel-consumer' | 'ring-producer' | 'ring-consumer' | 'channel-ping' | 'channel-pong' }>;
 
 export function isBaselineRole(role: RoleSpec): role is NetRole | ChannelRole {
-  return ['net-server', 'net-client', 'channel-producer', 'channel-consumer'].includes(role.kind);
+  return ['net-server', 'net-client', 'channel-producer', 'channel-consumer', 'ring-producer', 'ring-consumer', 'channel-ping', 'channel-pong'].includes(role.kind);
 }
 
 export async function startBaselineRole(spec: NetRole | ChannelRole, clock: Clock, peer: Peer | null): Promise<BaselineRole> {
+  if (spec.kind === 'ring-producer' || spec.kind === 'ring-consumer' || spec.kind === 'channel-ping' || spec.kind === 'channel-pong') {
+    if (peer === null) throw new Error(`${spec.kind} needs a connected peer`);
+    if (spec.kind === 'ring-producer') return ringProducer(spec, clock, peer.shm.buffer);
+    if (spec.kind === 'ring-consumer') return ringConsumer(spec, clock, peer.shm.buffer);
+    return channelPingPong(spec, clock, peer);
+  }
   switch (spec.kind) {
     case 'net-server':
       return netServer(spec, clock);
@@ -141,7 +148,20 @@ async function channelProducer(spec: Extract<RoleSpec, { kind: 'channel-producer
     },
     async go(): Promise<Finished> {
       const startNs = clock.now();
-      for (let i = 0; i < spec.messages; i++) await producer.send(message);
+      if (spec.api === 'single') {
+        for (let i = 0; i < spec.messages; i++) await producer.send(message);
+      } else {
+        // As many as fit, one publication each; wait for space only when none fit.
+        const batch = new Array<Uint8Array>(1024).fill(message);
+        for (let left = spec.messages; left > 0; ) {
+          const sent = producer.trySendBatch(batch, batch.length - Math.min(left, batch.length));
+          if (sent > 0) left -= sent;
+          else {
+            await producer.send(message);
+            left--;
+          }
+        }
+      }
       return { startNs, endNs: clock.now(), latency: null, count: spec.messages };
     },
     async stop(): Promise<Collected> {
@@ -164,10 +184,21 @@ async function channelConsumer(spec: Extract<RoleSpec, { kind: 'channel-consumer
   });
   done.catch(() => {});
   const reading = (async () => {
-    for await (const { data } of consumer) {
-      if (data.byteLength === 0) throw new Error('an empty channel message');
+    if (spec.api === 'single') {
+      for await (const { data } of consumer) {
+        if (data.byteLength === 0) throw new Error('an empty channel message');
+        count++;
+        if (count === spec.messages) resolveDone({ startNs: null, endNs: clock.now(), latency: null, count });
+      }
+      return;
+    }
+    const handle = (_data: Uint8Array, _offset: number, length: number): void => {
+      if (length === 0) throw new Error('an empty channel message');
       count++;
-      if (count === spec.messages) resolveDone({ startNs: null, endNs: clock.now(), latency: null, count });
+    };
+    while (await consumer.readable()) {
+      consumer.drain(handle);
+      if (count >= spec.messages) resolveDone({ startNs: null, endNs: clock.now(), latency: null, count });
     }
   })();
   reading.catch((error: unknown) => rejectDone(error));
@@ -180,6 +211,56 @@ async function channelConsumer(spec: Extract<RoleSpec, { kind: 'channel-consumer
       const totals = nativeTotals(peer.counters(), base);
       consumer.close();
       await reading.catch(() => {});
+      return { totals, trapsByRegister: null };
+    },
+  };
+}
+
+/**
+ * Channel ping-pong over openDuplex: the ping side sends `size` bytes and waits for the echo
+ * (readable + drain), `messages / 2` times; the pong side echoes from inside its drain handler.
+ * Latency = round trip / 2, as the doorbell ping-pong.
+ */
+async function channelPingPong(spec: Extract<RoleSpec, { kind: 'channel-ping' | 'channel-pong' }>, clock: Clock, peer: Peer): Promise<BaselineRole> {
+  const duplex: Duplex = await openDuplex(peer, spec.other, { offset: spec.offset, capacity: 4096, timeout: 10_000, busyPollMicros: spec.busyPollMicros });
+  const { producer, consumer: reader } = duplex;
+  const message = new Uint8Array(spec.size).fill(0x5a);
+  const rounds = spec.messages / 2;
+  let base: InterruptCounters = peer.counters();
+  const echo = (data: Uint8Array, offset: number, length: number): void => {
+    if (!producer.trySend(data.subarray(offset, offset + length))) throw new Error('the reply ring is full');
+  };
+  let got = 0;
+  const count = (): void => {
+    got++;
+  };
+  return {
+    arm(): void {
+      base = peer.counters();
+    },
+    async go(): Promise<Finished> {
+      if (spec.kind === 'channel-pong') {
+        let echoed = 0;
+        while (echoed < rounds && (await reader.readable())) echoed += reader.drain(echo);
+        return { startNs: null, endNs: clock.now(), latency: null, count: echoed };
+      }
+      const histogram = new Histogram();
+      const startNs = clock.now();
+      for (let i = 0; i < rounds; i++) {
+        const sentAt = clock.now();
+        producer.trySend(message);
+        got = 0;
+        while (got === 0) {
+          if (!(await reader.readable())) throw new Error('the pong side closed');
+          reader.drain(count);
+        }
+        histogram.record((clock.now() - sentAt) / 2);
+      }
+      return { startNs, endNs: clock.now(), latency: histogram.toJSON(), count: rounds };
+    },
+    async stop(): Promise<Collected> {
+      const totals = nativeTotals(peer.counters(), base);
+      duplex.close();
       return { totals, trapsByRegister: null };
     },
   };

@@ -15,7 +15,7 @@ import { BUSY_POLL_MICROS } from './designs.js';
 import { Histogram } from './histogram.js';
 import { elapsedNs, sumCollected } from './matrix.js';
 import { uniqueSocketPath } from './paths.js';
-import type { Session } from './session.js';
+import type { PlanOutcome, Session } from './session.js';
 import { layoutLanes } from './lane.js';
 import type { BaselineResult, ResolvedOptions } from './types.js';
 
@@ -28,6 +28,11 @@ export const BASELINE_NAMES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-single',
+  'js-ring-stream',
+  'c-ring-stream',
+  'ivshmem-channel-pingpong',
+  'ivshmem-channel-pingpong-busypoll',
 ] as const;
 
 const MESSAGE_BYTES = 64;
@@ -42,6 +47,10 @@ export const SESSION_BASELINES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-single',
+  'js-ring-stream',
+  'ivshmem-channel-pingpong',
+  'ivshmem-channel-pingpong-busypoll',
 ] as const;
 export type SessionBaselineName = (typeof SESSION_BASELINES)[number];
 
@@ -136,56 +145,116 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
             timeoutMs,
             epoch,
           );
-          const ping = out.finished[0]!;
-          const h = new Histogram();
-          if (ping.latency !== null) h.merge(ping.latency); // round trip / 2
+          return pingPongResult(name, out, messages, `the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)${busyPoll ? `; receivers busy-poll for ${BUSY_POLL_MICROS} µs before sleeping` : ', receivers block at once'}`);
+        },
+      };
+    }),
+    ...(['batch', 'single'] as const).map((api) => {
+      const name = api === 'batch' ? ('ivshmem-channel-stream' as const) : ('ivshmem-channel-stream-single' as const);
+      return {
+        name,
+        run: async () => {
+          const out = await session.run(
+            {
+              adapter: 'ivshmem',
+              label: name,
+              roles: [
+                { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES, api },
+                { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages, api },
+              ],
+              prepareOrder: [0, 1],
+            },
+            timeoutMs,
+            epoch,
+          );
           const { totals } = sumCollected(out.collected);
-          const half50 = h.quantile(0.5);
-          const half99 = h.quantile(0.99);
           return {
             name,
             available: true,
-            rttP50Us: us(half50 === null ? null : 2 * half50),
-            rttP99Us: us(half99 === null ? null : 2 * half99),
-            msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
-            messages,
-            interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
-            kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
-            description: `the ping-pong workload over BitmaskDoorbell (ring + serve), no device model, two processes, back-to-back (the reply rung from inside the handler)${busyPoll ? `; receivers busy-poll for ${BUSY_POLL_MICROS} µs before sleeping` : ', receivers block at once'}`,
+            msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+            messages: streamMessages,
+            interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
+            kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
+            reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
+            description:
+              api === 'batch'
+                ? `${MESSAGE_BYTES}-byte messages through ChannelProducer.trySendBatch (send() when full) / ChannelConsumer.readable + drain (64 KiB ring), two processes`
+                : `${MESSAGE_BYTES}-byte messages through ChannelProducer.send (awaited) / the ChannelConsumer async iterator (64 KiB ring), two processes`,
           };
         },
       };
     }),
     {
-      name: 'ivshmem-channel-stream',
+      name: 'js-ring-stream',
       run: async () => {
         const out = await session.run(
           {
             adapter: 'ivshmem',
-            label: 'ivshmem-channel-stream',
+            label: 'js-ring-stream',
             roles: [
-              { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES },
-              { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages },
+              { kind: 'ring-producer', offset: session.dataOffset, capacity: 65536, messages: streamMessages, size: MESSAGE_BYTES },
+              { kind: 'ring-consumer', offset: session.dataOffset, capacity: 65536, messages: streamMessages },
             ],
             prepareOrder: [0, 1],
           },
           timeoutMs,
           epoch,
         );
-        const { totals } = sumCollected(out.collected);
         return {
-          name: 'ivshmem-channel-stream',
+          name: 'js-ring-stream',
           available: true,
           msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
           messages: streamMessages,
-          interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
-          kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
-          reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
-          description: `${MESSAGE_BYTES}-byte messages through ChannelProducer.send / ChannelConsumer (64 KiB ring), two processes`,
+          description: `the ceiling in JS: the channel's record format (${MESSAGE_BYTES}-byte payloads, 64 KiB) over the same SharedMemory, no library code, head published and tail stored once per batch, both ends spinning (bench/bare-ring.ts), two processes`,
         };
       },
     },
+    ...([0, BUSY_POLL_MICROS] as const).map((busyPollMicros) => {
+      const name = busyPollMicros === 0 ? ('ivshmem-channel-pingpong' as const) : ('ivshmem-channel-pingpong-busypoll' as const);
+      return {
+        name,
+        run: async () => {
+          const messages = 2 * rounds;
+          const common = { offset: session.dataOffset, messages, size: PING_BYTES, busyPollMicros };
+          const out = await session.run(
+            {
+              adapter: 'ivshmem',
+              label: name,
+              roles: [
+                { kind: 'channel-ping', other: session.ids[1]!, ...common },
+                { kind: 'channel-pong', other: session.ids[0]!, ...common },
+              ],
+              prepareOrder: [0, 1],
+            },
+            timeoutMs,
+            epoch,
+          );
+          return pingPongResult(name, out, messages, `${PING_BYTES}-byte messages over openDuplex (4 KiB rings), one in flight: trySend, then readable + drain; the reply sent from inside the drain handler${busyPollMicros > 0 ? `; consumers busy-poll for ${busyPollMicros} µs before sleeping` : ', consumers sleep at once'}`);
+        },
+      };
+    }),
   ];
+}
+
+/** A two-process ping-pong's figures: the ping side's samples are round trip / 2. */
+function pingPongResult(name: SessionBaselineName, out: PlanOutcome, messages: number, description: string): BaselineResult {
+  const ping = out.finished[0]!;
+  const h = new Histogram();
+  if (ping.latency !== null) h.merge(ping.latency);
+  const { totals } = sumCollected(out.collected);
+  const half50 = h.quantile(0.5);
+  const half99 = h.quantile(0.99);
+  return {
+    name,
+    available: true,
+    rttP50Us: us(half50 === null ? null : 2 * half50),
+    rttP99Us: us(half99 === null ? null : 2 * half99),
+    msgsPerSec: Math.round(messages / (elapsedNs([ping]) / 1e9)),
+    messages,
+    interceptsPerMsg: Number((totals.intercepts / messages).toFixed(6)),
+    kernelCrossingsPerMsg: Number((totals.kernelCrossings / messages).toFixed(6)),
+    description,
+  };
 }
 
 export function unavailable(name: string, reason: string): BaselineResult {

@@ -12,6 +12,7 @@ import { cacheDir, packageRoot } from './paths.js';
 import type { BaselineResult } from './types.js';
 
 export const C_SOURCE = join('bench', 'c', 'eventfd-pingpong.c');
+const C_HEADER = join('bench', 'c', 'common.h');
 
 interface CRun {
   roundTrips: number;
@@ -44,7 +45,9 @@ export async function compileBaseline(cc = compilerName(), file = C_SOURCE): Pro
   const source = join(packageRoot(), file);
   if (!existsSync(source)) throw new Error(`${source} is missing (the C source ships in bench/c/)`);
   const text = readFileSync(source);
-  const hash = createHash('sha256').update(text).update('\0').update(cc).digest('hex').slice(0, 16);
+  // The shared header is part of every program: a change to it must rebuild them.
+  const header = readFileSync(join(packageRoot(), C_HEADER));
+  const hash = createHash('sha256').update(text).update('\0').update(header).update('\0').update(cc).digest('hex').slice(0, 16);
   const binary = join(cacheDir(), `${basename(file, '.c')}-${hash}`);
   if (existsSync(binary)) return binary;
   const partial = `${binary}.${process.pid}.tmp`;
@@ -116,6 +119,40 @@ export async function cEventfdPingPong(roundTrips: number, variant: CVariant, cc
       msgsPerSec: Math.round((2 * r.roundTrips) / (r.elapsedNs / 1e9)),
       messages: 2 * r.roundTrips,
       placement: PLACEMENT_TEXT[(r.placement as CPlacement) ?? 'none'] ?? r.placement,
+      description,
+    };
+  } catch (error) {
+    return missing(`the compiled baseline failed: ${(error as Error).message}`);
+  }
+}
+
+export const C_RING_SOURCE = join('bench', 'c', 'shm-ring-stream.c');
+
+/**
+ * The C ring (bench/c/shm-ring-stream.c): the channel's record format between two processes
+ * over a memfd, head and tail once per batch, both spinning; the ceiling of the memory itself.
+ */
+export async function cRingStream(messages: number, size: number, pin: boolean, cc = compilerName()): Promise<BaselineResult> {
+  const name = 'c-ring-stream';
+  const description = `C, the channel's record format (${size}-byte payloads, 64 KiB) over a memfd between two processes${pin ? ' pinned to two CPUs' : ''}, head published and tail stored once per batch, both spinning`;
+  const missing = (reason: string): BaselineResult => ({ name, available: false, reason, rttP50Us: null, rttP99Us: null, msgsPerSec: null, description });
+  let binary: string;
+  try {
+    binary = await compileBaseline(cc, C_RING_SOURCE);
+  } catch (error) {
+    return missing((error as Error).message);
+  }
+  try {
+    const { stdout } = await run(binary, [String(messages), String(size), pin ? 'cross' : 'none'], 60_000);
+    const r = JSON.parse(stdout.trim()) as { messages: number; placement: string; elapsedNs: number };
+    return {
+      name,
+      available: true,
+      rttP50Us: null,
+      rttP99Us: null,
+      msgsPerSec: Math.round(r.messages / (r.elapsedNs / 1e9)),
+      messages: r.messages,
+      placement: r.placement === 'cross' ? PLACEMENT_TEXT.cross : PLACEMENT_TEXT.none,
       description,
     };
   } catch (error) {

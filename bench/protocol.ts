@@ -27,8 +27,16 @@ export type RoleSpec =
   // ---- baselines
   | { kind: 'net-server'; path: string; mode: 'pingpong' | 'stream'; messages: number; size: number }
   | { kind: 'net-client'; path: string; mode: 'pingpong' | 'stream'; messages: number; size: number }
-  | { kind: 'channel-producer'; offset: number; capacity: number; consumer: number; messages: number; size: number }
-  | { kind: 'channel-consumer'; offset: number; messages: number };
+  | { kind: 'channel-producer'; offset: number; capacity: number; consumer: number; messages: number; size: number; api?: ChannelApi }
+  | { kind: 'channel-consumer'; offset: number; messages: number; api?: ChannelApi }
+  /** The bare ring (no library code on the path): the channel's record format over the mapping, both ends spinning. */
+  | { kind: 'ring-producer'; offset: number; capacity: number; messages: number; size: number }
+  | { kind: 'ring-consumer'; offset: number; capacity: number; messages: number }
+  /** Channel ping-pong over openDuplex: `messages` one-way messages (2 per round trip). */
+  | { kind: 'channel-ping' | 'channel-pong'; offset: number; other: number; messages: number; size: number; busyPollMicros: number };
+
+/** 'batch': trySendBatch + drain/readable (the fast paths); 'single': send() + the async iterator. */
+export type ChannelApi = 'batch' | 'single';
 
 export type RoleKind = RoleSpec['kind'];
 

@@ -222,6 +222,7 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
       ],
     });
   }
+  lines.push(...channelRatios(report.baselines));
   const netPing = find(report.baselines, 'node-unix-socket-pingpong');
   if (netPing?.available && ivPing?.available) {
     lines.push({ what: 'ping-pong msg/s (higher is better)', against: 'node-unix-socket-pingpong', values: [{ name: 'ivshmem-pingpong', ratio: ratio(ivPing.msgsPerSec, netPing.msgsPerSec) }] });
@@ -235,6 +236,26 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
   }
   if (write && signalled) {
     lines.push({ what: 'ns per op p50', against: 'eventfd-write', values: [{ name: 'ring-signalled', ratio: ratio(signalled.p50Ns, write.p50Ns) }, ...(suppressed ? [{ name: 'ring-suppressed', ratio: ratio(suppressed.p50Ns, write.p50Ns) }] : [])] });
+  }
+  return lines;
+}
+
+/** The channel against its ceilings (the bare rings) and the doorbell ping-pong of the same run. */
+function channelRatios(baselines: readonly BaselineResult[]): RatioLine[] {
+  const lines: RatioLine[] = [];
+  const streams = ['ivshmem-channel-stream', 'ivshmem-channel-stream-single'].map((n) => find(baselines, n)).filter((b) => b?.available === true);
+  for (const ceiling of ['js-ring-stream', 'c-ring-stream']) {
+    const c = find(baselines, ceiling);
+    if (!c?.available || streams.length === 0) continue;
+    lines.push({ what: 'msg/s, fraction of the ceiling (higher is better)', against: ceiling, values: streams.map((b) => ({ name: b!.name, ratio: ratio(b!.msgsPerSec, c.msgsPerSec) })) });
+  }
+  for (const [channel, doorbell] of [
+    ['ivshmem-channel-pingpong', 'ivshmem-pingpong'],
+    ['ivshmem-channel-pingpong-busypoll', 'ivshmem-pingpong-busypoll'],
+  ] as const) {
+    const a = find(baselines, channel);
+    const b = find(baselines, doorbell);
+    if (a?.available && b?.available) lines.push({ what: 'one-way p50 (lower is better)', against: doorbell, values: [{ name: channel, ratio: ratio(a.rttP50Us, b.rttP50Us) }] });
   }
   return lines;
 }

@@ -8,7 +8,7 @@
  * with its error and null figures; its workers are killed and the next cell starts afresh.
  */
 import { runSessionBaseline, SESSION_BASELINES, unavailable } from './baselines.js';
-import { cEventfdPingPong, compilerName, cVariants } from './c-baseline.js';
+import { cEventfdPingPong, compilerName, cRingStream, cVariants } from './c-baseline.js';
 import { epochNow } from './clock.js';
 import { machineInfo } from './machine.js';
 import { cellResult, cellsOf, failedCell, planCell, shapesOf, type CellSpec } from './matrix.js';
@@ -49,7 +49,7 @@ export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): 
   const shapes = shapesOf(options);
   const plan = shapes.map((shape) => ({ shape, cells: cellsOf(shape, options) }));
   const cellCount = plan.reduce((n, p) => n + p.cells.length, 0);
-  const baselineSteps = options.baselines ? cVariants(options.pin).length + SESSION_BASELINES.length : 0;
+  const baselineSteps = options.baselines ? cVariants(options.pin).length + 1 + SESSION_BASELINES.length : 0;
   const microSteps = options.micro ? MICRO_NAMES.length : 0;
   progress.start(cellCount + baselineSteps + microSteps);
 
@@ -125,6 +125,12 @@ export async function runBench(input: BenchOptions = {}, hooks: RunHooks = {}): 
         if (b.available) progress.done(`${fmt(b.rttP50Us ?? null, 1)} µs RTT`);
         else progress.note(`baseline ${b.name} unavailable: ${b.reason}`);
       }
+      checkAbort();
+      progress.step('baseline c-ring-stream');
+      const ring = await cRingStream(options.baselineStreamMessages * 10, 64, options.pin);
+      baselines.push(ring);
+      if (ring.available) progress.done(`${fmt(ring.msgsPerSec ?? null)} msg/s`);
+      else progress.note(`baseline c-ring-stream unavailable: ${ring.reason}`);
       for (const step of SESSION_BASELINES) {
         checkAbort();
         progress.step(`baseline ${step}`);

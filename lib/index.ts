@@ -38,6 +38,8 @@ export {
   maxMessage,
   type CreateChannelOptions,
   type ReceivedMessage,
+  type MessageHandler,
+  type ConsumerOptions,
   type DuplexOptions,
   type Duplex,
   type FanInLayout,

@@ -26,20 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "eventfd-pingpong"
+#include "common.h"
+
 #define WARMUP 1000
 
 static int use_epoll = 0;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "eventfd-pingpong: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static void signal_fd(int fd) {
   uint64_t one = 1;
@@ -74,29 +66,6 @@ static int make_epoll(int fd) {
   struct epoll_event ev = {.events = EPOLLIN, .data = {.fd = fd}};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
   return ep;
-}
-
-/* The index-th CPU this process may run on, or -1. */
-static int allowed_cpu(int index) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
-  for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; cpu++) {
-    if (CPU_ISSET(cpu, &set) && seen++ == index) return cpu;
-  }
-  return -1;
-}
-
-/* Pins the calling process to `cpu`; returns 0, or -1 (and says why on stderr). */
-static int pin_to(int cpu) {
-  if (cpu < 0) return -1;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) {
-    fprintf(stderr, "eventfd-pingpong: sched_setaffinity(%d): %s\n", cpu, strerror(errno));
-    return -1;
-  }
-  return 0;
 }
 
 static int cmp_u64(const void *a, const void *b) {

@@ -6,6 +6,8 @@
  * the 0->1 edge. Byte layout: docs/channel.md.
  */
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   channelBytes,
   checkCapacity,
@@ -115,6 +117,9 @@ function openRecordBuffer(peer: Endpoint, offset: number, role: 'producer' | 'co
   return new RecordBuffer(peer, offset, info);
 }
 
+/** What send() and sendBatch() return when the message went at once (settled, shared). */
+const SENT: Promise<void> = Promise.resolve();
+
 export interface ProducerEvents {
   /** The consumer left the network; sends now fail. */
   'consumer-left': [];
@@ -125,6 +130,8 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   readonly #buffer: RecordBuffer;
   readonly #reactor: Reactor;
   #head: number;
+  // The consumer's tail as last read (see #write).
+  #tailSeen: number;
   #closed = false;
   #consumerLeft = false;
   // Sends that could not go at once, queued in call order; the head one waits for `#need` bytes.
@@ -163,6 +170,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     this.#buffer = openRecordBuffer(peer, offset, 'producer');
     this.#reactor = Reactor.of(peer);
     this.#head = this.#buffer.head();
+    this.#tailSeen = this.#buffer.tail();
     peer.on('peer-left', this.#onLeft);
     peer.on('peer-joined', this.#onJoined);
     peer.once('close', this.#onPeerClosed);
@@ -185,38 +193,62 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     return true;
   }
 
-  /** Sends as many of `messages` as fit now, with one publication and one buffer; returns how many. */
-  trySendBatch(messages: readonly Uint8Array[]): number {
+  /**
+   * Sends as many of `messages` as fit now (from index `start`, default 0), with one
+   * publication and at most one ring; returns how many went. Synchronous: the fastest way to
+   * send many messages. A message that can never fit is a RangeError and none of the batch goes.
+   */
+  trySendBatch(messages: readonly Uint8Array[], start = 0): number {
     this.#live();
-    const start = this.#head;
-    let sent = 0;
+    const first = this.#head;
+    let sent = start;
     try {
       while (sent < messages.length && this.#write(messages[sent]!)) sent++;
     } catch (error) {
       // A bad message in the batch: none of it is sent (what was written is never published).
-      this.#head = start;
+      this.#head = first;
       throw error;
     }
-    if (sent > 0) this.#publish();
-    return sent;
+    if (sent > start) this.#publish();
+    return sent - start;
   }
 
-  /** Sends one message, waiting for space while the buffer is full. */
-  async send(message: Uint8Array): Promise<void> {
-    // With room and nobody queued ahead, no promise round: the common case stays cheap.
-    if (this.#waiters === 0 && this.trySend(message)) return;
-    await this.#inTurn(async () => {
+  /**
+   * Sends one message, waiting for space while the buffer is full. With room (and no earlier
+   * send still waiting) the message is published before this returns, and the promise is a
+   * shared, already-settled one: no promise is made per message. In a hot loop,
+   * `producer.trySend(m) || (await producer.send(m))` skips even the `await`.
+   */
+  send(message: Uint8Array): Promise<void> {
+    if (this.#waiters === 0) {
+      try {
+        if (this.trySend(message)) return SENT;
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    return this.#inTurn(async () => {
       while (!this.trySend(message)) await this.#waitForSpace(recordSize(message.byteLength) * 2);
     });
   }
 
-  /** Sends all of `messages` in order, in as few publications as space allows. */
-  async sendBatch(messages: readonly Uint8Array[]): Promise<void> {
-    await this.#inTurn(async () => {
-      let done = 0;
+  /**
+   * Sends all of `messages` in order, in as few publications as space allows (one when they
+   * fit). Like `send()`, a batch that goes at once returns a shared, settled promise.
+   */
+  sendBatch(messages: readonly Uint8Array[]): Promise<void> {
+    let done = 0;
+    if (this.#waiters === 0) {
+      try {
+        done = this.trySendBatch(messages);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      if (done === messages.length) return SENT;
+    }
+    return this.#inTurn(async () => {
       while (done < messages.length) {
-        const n = this.trySendBatch(done === 0 ? messages : messages.slice(done));
-        done += n;
+        done += this.trySendBatch(messages, done);
         if (done < messages.length) await this.#waitForSpace(recordSize(messages[done]!.byteLength) * 2);
       }
     });
@@ -267,7 +299,12 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     const pos = this.#head & buffer.mask;
     const contiguous = buffer.capacity - pos;
     const need = contiguous < size ? contiguous + size : size;
-    if (buffer.capacity - buffer.used(this.#head, buffer.tail()) < need) return false;
+    // The tail only moves forward: a stale copy can only understate the room, so the shared
+    // line is read again only when the copy says the record does not fit.
+    if (buffer.capacity - buffer.used(this.#head, this.#tailSeen) < need) {
+      this.#tailSeen = buffer.tail();
+      if (buffer.capacity - buffer.used(this.#head, this.#tailSeen) < need) return false;
+    }
     let at = pos;
     if (contiguous < size) {
       // The record would straddle the end: pad to it, and put the record at the start.
@@ -339,6 +376,24 @@ export interface ReceivedMessage {
   readonly from: number;
 }
 
+/**
+ * Called by {@link ChannelConsumer.drain} for each message: its bytes are
+ * `data[offset … offset + length)`, where `data` is the whole data area of the producer's
+ * buffer in the shared memory (the same object for every message of that buffer, so nothing is
+ * allocated per message). The bytes are valid until the handler returns; copy what you keep.
+ */
+export type MessageHandler = (data: Uint8Array, offset: number, length: number, from: number) => void;
+
+export interface ConsumerOptions {
+  /**
+   * Before waiting on an empty buffer, keep looking at the head for this many microseconds
+   * (one look per event-loop turn), with the peer's pending bit kept set so that the
+   * producers' rings stay suppressed; only then sleep on the doorbell. Trades a busy core for
+   * the latency of a wakeup, like the doorbell's `busyPollMicros`. Default 0: sleep at once.
+   */
+  busyPollMicros?: number;
+}
+
 export interface ConsumerEvents {
   /** The producer of one of the rings left the network (its committed messages are still read). */
   'producer-left': [peer: number];
@@ -346,18 +401,30 @@ export interface ConsumerEvents {
 
 /**
  * The receiving end of one or more channels (fan-in: one buffer per producer, one doorbell bit
- * for the consumer). Messages come in per-buffer order; buffers are served round-robin.
+ * for the consumer). Messages come in per-buffer order; buffers are served round-robin, one
+ * message each in turn, by every way of reading.
+ *
+ * Reading in batches: {@link drain} hands every committed message to a handler in one
+ * synchronous call with no allocation and gives the space back to the producer once (and at
+ * once while the producer waits for space); {@link readable} waits for more. `tryReceive()`,
+ * `messages()` and the async iterator read through the same walk, one message at a time.
  */
 export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Disposable, AsyncIterable<ReceivedMessage> {
   readonly #buffers: RecordBuffer[];
+  // Per buffer: where reading has got to (everything before it was handed out), and the tail
+  // as stored in the memory (space given back). Between the two lie messages still in use.
   readonly #tails: number[];
+  readonly #stored: number[];
+  // Per buffer: the head as last read (the walk reads the shared line only when it runs out).
+  readonly #heads: number[];
   readonly #gone: boolean[];
   readonly #reactor: Reactor;
-  // The record handed out last (zero-copy): its bytes are released on the next read.
-  #outstanding = -1;
-  #outstandingEnd = 0;
+  readonly #busyPollMicros: number;
+  // The length of the record #step found last.
+  #length = 0;
   #next = 0;
   #closed = false;
+  #polling = false;
   // Thrown by every read from now on: a corrupt buffer, or the peer's receive loop failed.
   #error: Error | null = null;
   #resolveData: (() => void) | null = null;
@@ -391,12 +458,15 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   };
 
   /** Opens the channels at `offsets` (all with this peer as consumer). */
-  constructor(peer: Endpoint, offsets: number | readonly number[]) {
+  constructor(peer: Endpoint, offsets: number | readonly number[], options: ConsumerOptions = {}) {
     super();
     const list = typeof offsets === 'number' ? [offsets] : [...offsets];
     if (list.length === 0) throw new RangeError('at least one channel offset is needed');
+    this.#busyPollMicros = check.integer('busyPollMicros', options.busyPollMicros ?? 0, 0, 10_000_000);
     this.#buffers = list.map((offset) => openRecordBuffer(peer, offset, 'consumer'));
     this.#tails = this.#buffers.map((r) => r.tail());
+    this.#stored = [...this.#tails];
+    this.#heads = [...this.#tails];
     this.#gone = this.#buffers.map(() => false);
     this.#reactor = Reactor.of(peer);
     peer.on('peer-left', this.#onLeft);
@@ -406,42 +476,98 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
   }
 
   /**
+   * Hands every committed message (at most `max`) to `handler`, in order, and returns how many
+   * it handed. Synchronous, and allocates nothing per message: the handler gets the buffer's
+   * bytes with an offset and a length (see {@link MessageHandler}), valid until it returns. The
+   * space is given back to the producer once, at the end (and at once while the producer
+   * waits for space). With several channels, one message of each in turn.
+   *
+   * A handler that throws ends the drain with its error: the messages before, and the one it
+   * threw on, count as read; the others stay for the next read. ClosedError once closed,
+   * CorruptError if a buffer's indices or a record are impossible. 0 when nothing is committed:
+   * then wait with {@link readable}.
+   */
+  drain(handler: MessageHandler, max = Infinity): number {
+    this.#live();
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (!(max >= 0)) throw new RangeError(`max must be 0 or more, got ${max}`);
+    this.release();
+    const buffers = this.#buffers;
+    const n = buffers.length;
+    let count = 0;
+    try {
+      if (n === 1) {
+        const buffer = buffers[0]!;
+        const { data } = buffer;
+        const from = buffer.info.producer;
+        this.#heads[0] = buffer.head();
+        while (count < max && !this.#closed) {
+          const at = this.#step(0);
+          if (at < 0) break;
+          count++;
+          handler(data, at, this.#length, from);
+          this.#settle(0);
+        }
+      } else {
+        for (let i = 0; i < n; i++) this.#heads[i] = buffers[i]!.head();
+        // Round-robin: one message of each buffer in turn, until a whole turn finds none.
+        for (let empty = 0; empty < n && count < max && !this.#closed; ) {
+          const i = this.#next;
+          this.#next = i + 1 === n ? 0 : i + 1;
+          const at = this.#step(i);
+          if (at < 0) {
+            empty++;
+            continue;
+          }
+          empty = 0;
+          count++;
+          const buffer = buffers[i]!;
+          handler(buffer.data, at, this.#length, buffer.info.producer);
+          this.#settle(i);
+        }
+      }
+    } finally {
+      if (!this.#closed && !buffers[0]!.peer.closed) this.release();
+    }
+    return count;
+  }
+
+  /**
+   * Resolves true once a message is committed (read it with {@link drain} or `tryReceive()`),
+   * false when every producer closed its end and everything was read. PeerLeftError once the
+   * messages of a producer that left without closing are read; ClosedError once closed. With
+   * `busyPollMicros`, looks for that long before it sleeps.
+   */
+  async readable(): Promise<boolean> {
+    for (;;) {
+      this.#live();
+      if (this.#available()) return true;
+      const ended = this.#ended();
+      if (ended === 'closed') return false;
+      if (ended !== null) throw new PeerLeftError(ended, `the producer (peer ${ended}) left`);
+      this.release(); // nothing to read: everything read goes back before this end waits
+      if (this.#busyPollMicros > 0 && (await this.#poll())) continue;
+      if (this.#closed || this.#buffers[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
+      await new Promise<void>((resolve) => {
+        this.#resolveData = resolve;
+        this.#reactor.poke();
+      });
+    }
+  }
+
+  /**
    * The next message if one is committed, else null. The view is valid until the next read
    * (or `release()`). CorruptError if the buffer's indices or a record are impossible.
    */
   tryReceive(): ReceivedMessage | null {
-    if (this.#closed || this.#buffers[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
-    if (this.#error !== null) throw this.#error;
+    this.#live();
     this.release();
-    const n = this.#buffers.length;
-    for (let k = 0; k < n; k++) {
-      const i = (this.#next + k) % n;
-      const data = this.#take(i);
-      if (data !== null) {
-        this.#next = (i + 1) % n;
-        return { data, from: this.#buffers[i]!.info.producer };
-      }
-    }
-    return null;
+    return this.#take();
   }
 
-  /** Gives the last message's bytes back to its producer (done implicitly by the next read). */
+  /** Gives the bytes of the messages read so far back to their producers (the next read does it too). */
   release(): void {
-    const i = this.#outstanding;
-    if (i < 0) return;
-    this.#outstanding = -1;
-    const buffer = this.#buffers[i]!;
-    this.#tails[i] = this.#outstandingEnd;
-    Atomics.store(buffer.words, Word.tail, this.#outstandingEnd);
-    // Tail stored (a full fence), then the flag read: see ChannelProducer#waitForSpace.
-    this.#wakeProducer(buffer);
-  }
-
-  /** Rings the producer if it waits for space; the flag is taken only when the ring can be made. */
-  #wakeProducer(buffer: RecordBuffer): void {
-    const producer = buffer.info.producer;
-    if (Atomics.load(buffer.words, Word.waiting) !== 1 || buffer.peer.vectorsOf(producer) === 0) return;
-    if (Atomics.compareExchange(buffer.words, Word.waiting, 1, 0) === 1) this.#reactor.doorbell.ring(producer);
+    for (let i = 0; i < this.#buffers.length; i++) if (this.#tails[i] !== this.#stored[i]) this.#commit(i);
   }
 
   /** Zero-copy messages; each view is valid until the next one is pulled. */
@@ -451,25 +577,25 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
 
   /**
    * Messages until every producer closed its end (or left, which throws PeerLeftError once its
-   * committed messages are read). `copy: true` yields copies that stay valid.
+   * committed messages are read). `copy: true` yields copies that stay valid. The walk is
+   * drain's; the space is given back in batches as for drain (at the latest when the buffer
+   * runs empty, and at once while the producer waits for space).
    */
   async *messages(options: { copy?: boolean } = {}): AsyncGenerator<ReceivedMessage, void, undefined> {
+    const copy = options.copy === true;
     try {
       for (;;) {
         if (this.#closed || this.#buffers[0]!.peer.closed) return;
-        const message = this.tryReceive();
+        this.#live();
+        // The previous message is done with: its space goes back in a batch (see #settle).
+        const message = this.#take();
         if (message !== null) {
-          yield options.copy === true ? { data: message.data.slice(), from: message.from } : message;
+          yield copy ? { data: message.data.slice(), from: message.from } : message;
+          if (!this.#closed && !this.#buffers[0]!.peer.closed) this.#settleAll();
           continue;
         }
-        const ended = this.#ended();
-        if (ended === 'closed') return;
-        if (ended !== null) throw new PeerLeftError(ended, `the producer (peer ${ended}) left`);
         if (this.#closed) return;
-        await new Promise<void>((resolve) => {
-          this.#resolveData = resolve;
-          this.#reactor.poke();
-        });
+        if (!(await this.readable().catch((error: unknown) => this.#endOf(error)))) return;
       }
     } finally {
       this.#resolveData = null;
@@ -494,6 +620,115 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     this.close();
   }
 
+  #live(): void {
+    if (this.#closed || this.#buffers[0]!.peer.closed) throw new ClosedError('ChannelConsumer');
+    if (this.#error !== null) throw this.#error;
+  }
+
+  /** The iterator ends quietly when this end (or its peer) was closed while it waited. */
+  #endOf(error: unknown): false {
+    if (error instanceof ClosedError && (this.#closed || this.#buffers[0]!.peer.closed) && this.#error === null) return false;
+    throw error;
+  }
+
+  /** One message, round-robin, as a view (its space not given back yet). */
+  #take(): ReceivedMessage | null {
+    const n = this.#buffers.length;
+    for (let k = 0; k < n; k++) {
+      const i = this.#next;
+      this.#next = i + 1 === n ? 0 : i + 1;
+      this.#heads[i] = this.#buffers[i]!.head();
+      const at = this.#step(i);
+      if (at >= 0) {
+        const buffer = this.#buffers[i]!;
+        return { data: buffer.data.subarray(at, at + this.#length), from: buffer.info.producer };
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Finds buffer `i`'s next committed record: its payload's position in the data (its length in
+   * #length), reading moved past it; -1 if none. Every index and length is checked against
+   * what the head published before anything is read.
+   */
+  #step(i: number): number {
+    const buffer = this.#buffers[i]!;
+    for (;;) {
+      const tail = this.#tails[i]!;
+      let head = this.#heads[i]!;
+      if (head === tail) {
+        head = this.#heads[i] = buffer.head();
+        if (head === tail) return -1;
+      }
+      const used = (head - tail) >>> 0;
+      if (used > buffer.capacity || (used & 7) !== 0) return this.#corrupt(buffer, `head ${head} and tail ${tail} are ${used} bytes apart`);
+      const pos = tail & buffer.mask;
+      const length = buffer.lengths[pos >> 2]!;
+      if (length === PAD) {
+        const skip = buffer.capacity - pos;
+        if (skip > used) return this.#corrupt(buffer, `a pad of ${skip} bytes at ${pos} runs past the head`);
+        this.#tails[i] = (tail + skip) >>> 0;
+        continue;
+      }
+      const size = recordSize(length);
+      if (length > buffer.max || size > used || pos + size > buffer.capacity) {
+        return this.#corrupt(buffer, `a record of ${length} bytes at ${pos} does not fit (${used} bytes committed)`);
+      }
+      this.#tails[i] = (tail + size) >>> 0;
+      this.#length = length;
+      return pos + 4;
+    }
+  }
+
+  /** After a message of buffer `i`: give its space back now if the producer waits for space,
+   * or if a quarter of the buffer is held (so that a long batch never starves the producer). */
+  #settle(i: number): void {
+    const buffer = this.#buffers[i]!;
+    if (Atomics.load(buffer.words, Word.waiting) !== 0 || ((this.#tails[i]! - this.#stored[i]!) >>> 0) >= buffer.capacity >>> 2) this.#commit(i);
+  }
+
+  #settleAll(): void {
+    for (let i = 0; i < this.#buffers.length; i++) if (this.#tails[i] !== this.#stored[i]) this.#settle(i);
+  }
+
+  /** Stores buffer `i`'s tail, then rings its producer if it waits for space. */
+  #commit(i: number): void {
+    const buffer = this.#buffers[i]!;
+    this.#stored[i] = this.#tails[i]!;
+    Atomics.store(buffer.words, Word.tail, this.#tails[i]!);
+    // Tail stored (a full fence), then the flag read: see ChannelProducer#waitForSpace.
+    this.#wakeProducer(buffer);
+  }
+
+  /** Rings the producer if it waits for space; the flag is taken only when the ring can be made. */
+  #wakeProducer(buffer: RecordBuffer): void {
+    const producer = buffer.info.producer;
+    if (Atomics.load(buffer.words, Word.waiting) !== 1 || buffer.peer.vectorsOf(producer) === 0) return;
+    if (Atomics.compareExchange(buffer.words, Word.waiting, 1, 0) === 1) this.#reactor.doorbell.ring(producer);
+  }
+
+  /** Looks for a message once per event-loop turn for up to busyPollMicros; the reactor keeps
+   * the pending bit set meanwhile (state 'holding'), so producers' rings cost nothing. */
+  async #poll(): Promise<boolean> {
+    const deadline = performance.now() + this.#busyPollMicros / 1000;
+    this.#polling = true;
+    try {
+      while (performance.now() < deadline && !this.#closed && !this.#buffers[0]!.peer.closed) {
+        await nextTurn();
+        if (this.#available()) return true;
+      }
+      return false;
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  #available(): boolean {
+    for (let i = 0; i < this.#buffers.length; i++) if (this.#buffers[i]!.head() !== this.#tails[i]) return true;
+    return false;
+  }
+
   /** 'closed' when every buffer is drained and closed by its producer; a producer ID when a
    * drained buffer's producer left without closing; null while more may come. */
   #ended(): 'closed' | number | null {
@@ -507,47 +742,22 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     return allClosed ? 'closed' : null;
   }
 
-  #take(i: number): Uint8Array | null {
-    const buffer = this.#buffers[i]!;
-    for (;;) {
-      const tail = this.#tails[i]!;
-      const head = buffer.head();
-      const used = buffer.used(head, tail);
-      if (used === 0) return null;
-      if (used > buffer.capacity || used % 8 !== 0) return this.#corrupt(buffer, `head ${head} and tail ${tail} are ${used} bytes apart`);
-      const pos = tail & buffer.mask;
-      const length = buffer.lengths[pos >> 2]!;
-      if (length === PAD) {
-        const skip = buffer.capacity - pos;
-        if (skip > used) return this.#corrupt(buffer, `a pad of ${skip} bytes at ${pos} runs past the head`);
-        this.#tails[i] = (tail + skip) >>> 0;
-        Atomics.store(buffer.words, Word.tail, this.#tails[i]!);
-        continue;
-      }
-      const size = recordSize(length);
-      if (length > buffer.max || size > used || pos + size > buffer.capacity) {
-        return this.#corrupt(buffer, `a record of ${length} bytes at ${pos} does not fit (${used} bytes committed)`);
-      }
-      this.#outstanding = i;
-      this.#outstandingEnd = (tail + size) >>> 0;
-      return buffer.data.subarray(pos + 4, pos + 4 + length);
-    }
-  }
-
-  #corrupt(buffer: RecordBuffer, what: string): null {
+  #corrupt(buffer: RecordBuffer, what: string): -1 {
     this.#error = new CorruptError(`channel at offset ${buffer.offset} is corrupt: ${what}`);
     throw this.#error;
   }
 
   #state(): SourceState {
     if (this.#closed || this.#buffers[0]!.peer.closed) return this.#resolveData === null ? 'idle' : 'actionable';
-    const available = this.#buffers.some((buffer, i) => buffer.head() !== this.#tails[i]);
+    const available = this.#available();
     if (this.#resolveData !== null) {
       // A reader waiting on an empty buffer depends on a ring from the other side.
       return available || this.#ended() !== null ? 'actionable' : 'waiting';
     }
-    // The reader is busy with a message, or has more waiting: it will look again by itself.
-    return this.#outstanding >= 0 || available ? 'holding' : 'idle';
+    // The reader is busy with messages, has more waiting, or polls: it will look again by itself.
+    let held = false;
+    for (let i = 0; i < this.#buffers.length; i++) if (this.#tails[i] !== this.#stored[i]) held = true;
+    return this.#polling || held || available ? 'holding' : 'idle';
   }
 }
 
@@ -558,6 +768,8 @@ export interface DuplexOptions {
   capacity?: number;
   /** How long the higher-ID side waits for the rings to appear (ms, default 5000). */
   timeout?: number;
+  /** The consumer's busy polling before it sleeps (see {@link ConsumerOptions.busyPollMicros}). */
+  busyPollMicros?: number;
 }
 
 export interface Duplex extends Disposable {
@@ -586,7 +798,7 @@ export async function openDuplex(peer: Endpoint, other: number, options: DuplexO
   }
   const [out, inbound] = peer.id === low ? [offset, second] : [second, offset];
   const producer = new ChannelProducer(peer, out);
-  const consumer = new ChannelConsumer(peer, inbound);
+  const consumer = new ChannelConsumer(peer, inbound, { busyPollMicros: options.busyPollMicros ?? 0 });
   const close = (): void => {
     producer.close();
     consumer.close();

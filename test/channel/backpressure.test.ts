@@ -11,26 +11,14 @@
  * of exactly maxMessage goes through on an empty ring wherever the index stands.
  */
 import { describe, expect, it } from 'vitest';
-import { ChannelConsumer, ChannelProducer, createChannel, maxMessage, type Peer, type ReceivedMessage } from '../../lib/index.js';
+import { ChannelConsumer, maxMessage, type Peer, type ReceivedMessage } from '../../lib/index.js';
 import { consumeAll, Verifier } from '../fixtures/channel/common.mjs';
 import { LONG_WAIT_MS, settled, sleep, within } from '../helpers/wait.js';
-import { fromProducerChild, report, useResources } from './helpers.js';
+import { channelPair, fromProducerChild, report, useResources } from './helpers.js';
 
 const res = useResources();
 
-/** Two peers in this process and one channel between them (producer a → consumer b). */
-async function pair(capacity: number): Promise<{ a: Peer; b: Peer; producer: ChannelProducer; consumer: ChannelConsumer; offset: number }> {
-  const server = res.listen('bp');
-  const a = await res.connect(server);
-  const b = await res.connect(server);
-  await a.waitForPeer(b.id);
-  await b.waitForPeer(a.id);
-  const offset = server.dataOffset;
-  createChannel(a, { offset, capacity, producer: a.id, consumer: b.id });
-  const producer = res.track(new ChannelProducer(a, offset));
-  const consumer = res.track(new ChannelConsumer(b, offset));
-  return { a, b, producer, consumer, offset };
-}
+const pair = (capacity: number): ReturnType<typeof channelPair> => channelPair(res, 'bp', capacity);
 
 const filled = (length: number, value: number): Uint8Array => new Uint8Array(length).fill(value & 0xff);
 

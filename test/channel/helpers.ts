@@ -5,7 +5,7 @@
  * timeout (LONG_WAIT_MS) throughout.
  */
 import { afterEach } from 'vitest';
-import { ChannelConsumer, createChannel, type Peer, type PeerServer } from '../../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createChannel, type ConsumerOptions, type Peer, type PeerServer } from '../../lib/index.js';
 import { JsonChild, killAllChildren } from '../helpers/children.js';
 import { Resources } from '../helpers/resources.js';
 import { LONG_WAIT_MS } from '../helpers/wait.js';
@@ -56,4 +56,23 @@ export const rate = (messages: number, ms: number): string => `${Math.round(mess
 /** Prints one line of measurements (vitest shows console output of the test process). */
 export function report(line: string): void {
   console.log(`[channel] ${line}`);
+}
+
+/** Two peers in this process and one channel between them (producer a → consumer b). */
+export async function channelPair(
+  res: Resources,
+  tag: string,
+  capacity: number,
+  options: ConsumerOptions = {},
+): Promise<{ a: Peer; b: Peer; producer: ChannelProducer; consumer: ChannelConsumer; offset: number }> {
+  const server = res.listen(tag);
+  const a = await res.connect(server);
+  const b = await res.connect(server);
+  await a.waitForPeer(b.id);
+  await b.waitForPeer(a.id);
+  const offset = server.dataOffset;
+  createChannel(a, { offset, capacity, producer: a.id, consumer: b.id });
+  const producer = res.track(new ChannelProducer(a, offset));
+  const consumer = res.track(new ChannelConsumer(b, offset, options));
+  return { a, b, producer, consumer, offset };
 }
