@@ -2,12 +2,14 @@
  * The chart: intercepts per message, per design, per workload shape, on a log scale, as a
  * vega-lite spec compiled to vega and rendered to SVG headlessly (no canvas, no browser).
  * A log scale cannot show 0: values under the floor (a bitmask receiver that never slept can
- * cost exactly 0) are drawn at the floor and labelled with their real value.
+ * cost exactly 0) are drawn at the floor and labelled with their real value. The VM part's
+ * counts (vm/chart-vm.ts) go under it.
  */
 import type { TopLevelSpec } from 'vega-lite';
 import { formatPerMsg, shapeLabel } from './report.js';
 import type { BenchReport, CellResult } from './types.js';
 import { DESIGNS } from './types.js';
+import { vmChartSpec } from './vm/chart-vm.js';
 
 export const CHART_FLOOR = 1e-5;
 
@@ -108,15 +110,29 @@ export function chartSpec(report: Pick<BenchReport, 'results' | 'machine' | 'opt
         encoding: { y: { field: 'y', type: 'quantitative', scale: yScale }, text: { field: 'label' } },
       },
     ],
-    config: { view: { stroke: null }, axis: { grid: true, gridOpacity: 0.4 } },
+    config: CONFIG,
   };
 }
 
+const CONFIG = { view: { stroke: null }, axis: { grid: true, gridOpacity: 0.4 } };
+
+/** The host matrix's chart, the VM part's under it, or either alone. */
+export function fullSpec(report: Pick<BenchReport, 'results' | 'machine' | 'options' | 'vm'>): TopLevelSpec {
+  const host = chartData(report.results).length > 0 ? chartSpec(report) : null;
+  const vm = report.vm?.available === true && report.vm.cells.some((c) => c.error === undefined) ? vmChartSpec(report.vm) : null;
+  if (host === null && vm === null) throw new RangeError('no cell produced figures: nothing to chart');
+  if (vm === null) return host!;
+  const schema = 'https://vega.github.io/schema/vega-lite/v6.json';
+  if (host === null) return { $schema: schema, background: 'white', padding: 12, ...vm, config: CONFIG } as TopLevelSpec;
+  const { $schema: _s, background: _b, padding: _p, config: _c, ...main } = host as TopLevelSpec & { background?: unknown; padding?: unknown };
+  return { $schema: schema, background: 'white', padding: 12, vconcat: [main, vm], spacing: 40, config: CONFIG } as TopLevelSpec;
+}
+
 /** Renders the chart to an SVG string (vega's headless renderer; vega-lite compiles the spec). */
-export async function renderChartSvg(report: Pick<BenchReport, 'results' | 'machine' | 'options'>): Promise<string> {
+export async function renderChartSvg(report: Pick<BenchReport, 'results' | 'machine' | 'options' | 'vm'>): Promise<string> {
   // Loaded on demand: the charting libraries cost ~0.3 s to load, and only the SVG needs them.
   const [vega, vegaLite] = await Promise.all([import('vega'), import('vega-lite')]);
-  const compiled = vegaLite.compile(chartSpec(report)).spec;
+  const compiled = vegaLite.compile(fullSpec(report)).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   try {
     return await view.toSVG();

@@ -47,7 +47,7 @@ export async function runBenchCli(options: CliRunOptions): Promise<CliRunOutcome
   }
   if (options.svg !== false) {
     const path = resolve(options.svg);
-    if (report.results.some((r) => r.interceptsPerMsg !== null)) {
+    if (report.results.some((r) => r.interceptsPerMsg !== null) || report.vm?.cells.some((c) => c.error === undefined) === true) {
       writeFileSync(path, await renderChartSvg(report));
       files.push(path);
     } else if (options.quiet !== true) {

@@ -78,7 +78,7 @@ export interface Collected {
   /** The device model's stats() (or the native counters' equivalent), since `go`. Null for net-* roles. */
   totals: Totals | null;
   trapsByRegister: Record<string, { reads: number; writes: number }> | null;
-  /** Counts of instruments outside the package over the cell (a guest: the kernel's MSI-X interrupts). */
+  /** Counts beside the model's over the cell (a guest: the kernel's MSI-X interrupts, the device's native Doorbell stores). */
   measured?: Record<string, number>;
 }
 

@@ -40,9 +40,14 @@ async function main(): Promise<void> {
   const address = dev.address;
   const interrupts = (): number => kernelInterrupts(readFileSync('/proc/interrupts', 'utf8'), address);
   let base = 0;
+  let stores = 0;
   const instruments: Instruments = {
-    arm: () => (base = interrupts()),
-    read: () => ({ interrupts: interrupts() - base }),
+    arm: () => {
+      base = interrupts();
+      stores = dev.counters().doorbellWrites;
+    },
+    // The kernel's count, and the device's native count of Doorbell stores (the models' Totals have none).
+    read: () => ({ interrupts: interrupts() - base, doorbellStores: dev.counters().doorbellWrites - stores }),
   };
   // Rings still in flight are slower to land under TCG than on the host.
   const agent = new Agent({ connect: async () => dev, instruments, settleMs: 50 });

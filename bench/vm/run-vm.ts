@@ -181,7 +181,7 @@ export function vmCellResult(c: VmCellSpec, messages: number, outcome: PlanOutco
     msgsPerSec: messages / (elapsedMs / 1000),
     rttP50Us,
     rttP99Us,
-    guestToHost: direction(toHost, guestDoorbells, tracedDoorbells, 'qemu-trace', guest.totals.eventfdWrites, hosts.totals.injections, guest.totals.suppressed),
+    guestToHost: direction(toHost, guestDoorbells, tracedDoorbells, 'qemu-trace', guest.measured?.doorbellStores ?? 0, hosts.totals.injections, guest.totals.suppressed),
     hostToGuest: direction(toGuest, guest.totals.injections, kernel, 'guest-kernel', hosts.totals.eventfdWrites, hostDoorbells, hosts.totals.suppressed),
   };
 }
