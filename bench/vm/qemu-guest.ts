@@ -22,7 +22,7 @@
  * connects during realize.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { packageRoot } from '../paths.js';
@@ -78,14 +78,14 @@ export interface GuestResult {
 export const MISSING_TOOLS_FIX =
   'a guest needs qemu-system-x86 (apt-get install -y qemu-system-x86) and apt-get/dpkg-deb to fetch the guest kernel (.ci/run installs QEMU)';
 
-/** An executable named `name` on PATH, or null. */
+/** An executable regular file named `name` on PATH, or null. */
 export function findOnPath(name: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (dir === '') continue;
     const candidate = join(dir, name);
     try {
       accessSync(candidate, constants.X_OK);
-      return candidate;
+      if (statSync(candidate).isFile()) return candidate;
     } catch {
       // not here
     }
