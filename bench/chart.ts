@@ -119,7 +119,7 @@ const CONFIG = { view: { stroke: null }, axis: { grid: true, gridOpacity: 0.4 } 
 /** The host matrix's chart, the VM part's under it, or either alone. */
 export function fullSpec(report: Pick<BenchReport, 'results' | 'machine' | 'options' | 'vm'>): TopLevelSpec {
   const host = chartData(report.results).length > 0 ? chartSpec(report) : null;
-  const vm = report.vm?.available === true && report.vm.cells.some((c) => c.error === undefined) ? vmChartSpec(report.vm) : null;
+  const vm = report.vm?.available === true && report.vm.cells.some((c) => c.error === undefined) ? vmChartSpec(report.vm, CHART_FLOOR) : null;
   if (host === null && vm === null) throw new RangeError('no cell produced figures: nothing to chart');
   if (vm === null) return host!;
   const schema = 'https://vega.github.io/schema/vega-lite/v6.json';

@@ -173,7 +173,7 @@ export class Session {
     return { finished, collected };
   }
 
-  /** Disconnects the workers (best effort) and closes the server. Idempotent. */
+  /** Disconnects the workers (best effort) and closes the server; an attached session leaves both to their owner. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -184,7 +184,7 @@ export class Session {
     this.server.close();
   }
 
-  /** After a failure: the server closed at once (the caller kills the workers). */
+  /** After a failure: the server closed at once, if this session owns it (the caller kills the workers). */
   abandon(): void {
     this.#closed = true;
     if (this.#ownsServer) this.server.close();

@@ -3,7 +3,6 @@
  * guest kernel) beside modelled (the device models), on the main chart's log scale and floor.
  */
 import type { TopLevelSpec } from 'vega-lite';
-import { CHART_FLOOR } from '../chart.js';
 import { formatPerMsg } from '../report.js';
 import type { VmReport } from '../types.js';
 import { vmCellName } from './report-vm.js';
@@ -22,11 +21,12 @@ interface VmDatum {
   label: string;
 }
 
-export function vmChartData(vm: VmReport): VmDatum[] {
+/** `floor`: the main chart's (values below it are drawn there, labelled with their real value). */
+export function vmChartData(vm: VmReport, floor: number): VmDatum[] {
   const out: VmDatum[] = [];
   const push = (cell: string, series: string, perMsg: number | null): void => {
     if (perMsg === null) return;
-    out.push({ cell, series, plotted: Math.max(CHART_FLOOR, perMsg), label: formatPerMsg(perMsg) });
+    out.push({ cell, series, plotted: Math.max(floor, perMsg), label: formatPerMsg(perMsg) });
   };
   for (const c of vm.cells) {
     if (c.error !== undefined) continue;
@@ -40,12 +40,12 @@ export function vmChartData(vm: VmReport): VmDatum[] {
 }
 
 /** A view (no $schema): the caller puts it alone or under the main chart. */
-export function vmChartSpec(vm: VmReport): Exclude<TopLevelSpec, { vconcat: unknown }> & { title: unknown } {
-  const data = vmChartData(vm);
+export function vmChartSpec(vm: VmReport, floor: number): Exclude<TopLevelSpec, { vconcat: unknown }> & { title: unknown } {
+  const data = vmChartData(vm, floor);
   const cells = [...new Set(data.map((d) => d.cell))];
   const series = VM_SERIES.filter((s) => data.some((d) => d.series === s.name));
   const max = Math.max(10, ...data.map((d) => d.plotted * 2));
-  const yScale = { type: 'log' as const, domain: [CHART_FLOOR, max], clamp: true };
+  const yScale = { type: 'log' as const, domain: [floor, max], clamp: true };
   const encodingX = { field: 'cell', type: 'nominal' as const, sort: cells };
   const offset = { field: 'series', type: 'nominal' as const, sort: series.map((s) => s.name) };
   return {
@@ -53,7 +53,7 @@ export function vmChartSpec(vm: VmReport): Exclude<TopLevelSpec, { vconcat: unkn
       text: 'In a real VM: per message, counted by QEMU and the guest kernel beside the models',
       subtitle: [
         `${vm.accel === 'tcg' ? 'QEMU TCG (emulated; counts are exact)' : 'QEMU KVM'}, guest kernel ${vm.guestKernel ?? '?'}, ${vm.device}`,
-        `Log scale; a value below ${CHART_FLOOR} (or 0) is drawn at ${CHART_FLOOR}, labelled with its real value.`,
+        `Log scale; a value below ${floor} (or 0) is drawn at ${floor}, labelled with its real value.`,
       ],
       anchor: 'start',
       fontSize: 15,

@@ -17,8 +17,9 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
   #closed = false;
   // A host peer's count is rings, which a VM's device would coalesce into one injection per
   // drain; a device in a VM counts the injections it really took (GuestDevice: MSI-X messages).
+  readonly #countsInjections: boolean;
   readonly #onInterrupt = (vector: number, count: number): void => {
-    if (!this.#closed) this.interrupted(vector, this.peer.countsInjections === true ? count : 1);
+    if (!this.#closed) this.interrupted(vector, this.#countsInjections ? count : 1);
   };
   // The device goes with its peer (and the memory its registers live in).
   readonly #onPeerClose = (): void => this.close();
@@ -26,6 +27,7 @@ export abstract class DeviceModel<M extends RegisterMap, E extends EventMap<E>> 
   constructor(design: DesignName, registers: M, peer: Endpoint) {
     super();
     this.peer = peer;
+    this.#countsInjections = peer.countsInjections === true;
     this.counter = new InterceptCounter(design, registers, peer);
     peer.on('interrupt', this.#onInterrupt);
     peer.once('close', this.#onPeerClose);

@@ -2,10 +2,9 @@
  * The machine the tests run on: external tools on PATH (strace, QEMU) and whether this is CI,
  * where a missing tool fails instead of skipping.
  */
-
-/** Finds an executable regular file called `name` on `PATH` (the bench's guest harness has the same need). */
 import { findOnPath } from '../../bench/vm/qemu-guest.js';
 
+/** Finds an executable regular file called `name` on `PATH` (the bench's guest harness has the same need). */
 export { findOnPath };
 
 /** `CI` set and not ''/0/false/no. */
