@@ -13,7 +13,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { unlinkSync } from 'node:fs';
 import { ChannelConsumer, ChannelProducer, createChannel, openDuplex, type Duplex, type InterruptCounters, type Peer } from '../lib/index.js';
 import { ringConsumer, ringProducer } from './bare-ring.js';
-import type { Clock } from './clock.js';
+import { spin, type Clock } from './clock.js';
 import { nativeTotals } from './designs.js';
 import { Histogram } from './histogram.js';
 import type { Collected, Finished, RoleSpec } from './protocol.js';
@@ -139,7 +139,7 @@ async function netClient(spec: Extract<RoleSpec, { kind: 'net-client' }>, clock:
 
 async function channelProducer(spec: Extract<RoleSpec, { kind: 'channel-producer' }>, clock: Clock, peer: Peer): Promise<BaselineRole> {
   createChannel(peer, { offset: spec.offset, capacity: spec.capacity, producer: peer.id, consumer: spec.consumer });
-  const producer = new ChannelProducer(peer, spec.offset);
+  const producer = new ChannelProducer(peer, spec.offset, { busyPollMicros: spec.busyPollMicros ?? 0 });
   const message = new Uint8Array(spec.size).fill(0x5a);
   let base: InterruptCounters = peer.counters();
   return {
@@ -173,7 +173,8 @@ async function channelProducer(spec: Extract<RoleSpec, { kind: 'channel-producer
 }
 
 async function channelConsumer(spec: Extract<RoleSpec, { kind: 'channel-consumer' }>, clock: Clock, peer: Peer): Promise<BaselineRole> {
-  const consumer = new ChannelConsumer(peer, spec.offset);
+  const consumer = new ChannelConsumer(peer, spec.offset, { busyPollMicros: spec.busyPollMicros ?? 0 });
+  const workNs = spec.workNs ?? 0;
   let base: InterruptCounters = peer.counters();
   let count = 0;
   let resolveDone!: (f: Finished) => void;
@@ -194,6 +195,7 @@ async function channelConsumer(spec: Extract<RoleSpec, { kind: 'channel-consumer
     }
     const handle = (_data: Uint8Array, _offset: number, length: number): void => {
       if (length === 0) throw new Error('an empty channel message');
+      if (workNs > 0) spin(workNs);
       count++;
     };
     while (await consumer.readable()) {

@@ -28,7 +28,9 @@ export const BASELINE_NAMES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-busypoll',
   'ivshmem-channel-stream-single',
+  'ivshmem-channel-stream-busy-consumer',
   'js-ring-stream',
   'c-ring-stream',
   'ivshmem-channel-pingpong',
@@ -47,7 +49,9 @@ export const SESSION_BASELINES = [
   'ivshmem-pingpong',
   'ivshmem-pingpong-busypoll',
   'ivshmem-channel-stream',
+  'ivshmem-channel-stream-busypoll',
   'ivshmem-channel-stream-single',
+  'ivshmem-channel-stream-busy-consumer',
   'js-ring-stream',
   'ivshmem-channel-pingpong',
   'ivshmem-channel-pingpong-busypoll',
@@ -55,6 +59,48 @@ export const SESSION_BASELINES = [
 export type SessionBaselineName = (typeof SESSION_BASELINES)[number];
 
 type Step = { name: SessionBaselineName; run: () => Promise<BaselineResult> };
+
+/** The busy-polling stream's window: long enough to ride out a scavenge or a stolen slice of
+ * the other end (a few ms here) without falling asleep, where a wakeup costs 50–3000 µs. */
+const STREAM_POLL_MICROS = 5000;
+
+/** The channel streams: which calls, which ends poll, whether the consumer works per message. */
+const CHANNEL_STREAMS: readonly {
+  name: SessionBaselineName;
+  api: 'batch' | 'single';
+  busyPollMicros: number;
+  workNs: 0 | 'option';
+  describe: (workNs: number) => string;
+}[] = [
+  {
+    name: 'ivshmem-channel-stream',
+    api: 'batch',
+    busyPollMicros: 0,
+    workNs: 0,
+    describe: () => `${MESSAGE_BYTES}-byte messages through ChannelProducer.trySendBatch (send() when full) / ChannelConsumer.readable + drain (64 KiB ring), two processes, both ends sleeping when they must wait`,
+  },
+  {
+    name: 'ivshmem-channel-stream-busypoll',
+    api: 'batch',
+    busyPollMicros: STREAM_POLL_MICROS,
+    workNs: 0,
+    describe: () => `as ivshmem-channel-stream, both ends busy-polling for ${STREAM_POLL_MICROS} µs (busyPollMicros) before they sleep: the consumer for messages, the producer for space`,
+  },
+  {
+    name: 'ivshmem-channel-stream-single',
+    api: 'single',
+    busyPollMicros: 0,
+    workNs: 0,
+    describe: () => `${MESSAGE_BYTES}-byte messages through ChannelProducer.send (awaited) / the ChannelConsumer async iterator (64 KiB ring), two processes`,
+  },
+  {
+    name: 'ivshmem-channel-stream-busy-consumer',
+    api: 'batch',
+    busyPollMicros: 0,
+    workNs: 'option',
+    describe: (workNs) => `as ivshmem-channel-stream, the consumer busy for ${workNs} ns per message (--work-ns): the producer outruns it and waits for space, nobody polls; what the doorbells cost while the consumer is busy`,
+  },
+];
 
 /** Runs one of the session baselines on `session` (two connected workers). */
 export async function runSessionBaseline(name: SessionBaselineName, session: Session, options: ResolvedOptions, timeoutMs: number, epoch: bigint): Promise<BaselineResult> {
@@ -149,41 +195,43 @@ function sessionSteps(session: Session, options: ResolvedOptions, timeoutMs: num
         },
       };
     }),
-    ...(['batch', 'single'] as const).map((api) => {
-      const name = api === 'batch' ? ('ivshmem-channel-stream' as const) : ('ivshmem-channel-stream-single' as const);
-      return {
-        name,
-        run: async () => {
-          const out = await session.run(
-            {
-              adapter: 'ivshmem',
-              label: name,
-              roles: [
-                { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES, api },
-                { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages, api },
-              ],
-              prepareOrder: [0, 1],
-            },
-            timeoutMs,
-            epoch,
-          );
-          const { totals } = sumCollected(out.collected);
-          return {
-            name,
-            available: true,
-            msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
-            messages: streamMessages,
-            interceptsPerMsg: Number((totals.intercepts / streamMessages).toFixed(6)),
-            kernelCrossingsPerMsg: Number((totals.kernelCrossings / streamMessages).toFixed(6)),
-            reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
-            description:
-              api === 'batch'
-                ? `${MESSAGE_BYTES}-byte messages through ChannelProducer.trySendBatch (send() when full) / ChannelConsumer.readable + drain (64 KiB ring), two processes`
-                : `${MESSAGE_BYTES}-byte messages through ChannelProducer.send (awaited) / the ChannelConsumer async iterator (64 KiB ring), two processes`,
-          };
-        },
-      };
-    }),
+    ...CHANNEL_STREAMS.map((variant) => ({
+      name: variant.name,
+      run: async () => {
+        const { api, busyPollMicros, workNs } = variant;
+        const out = await session.run(
+          {
+            adapter: 'ivshmem',
+            label: variant.name,
+            roles: [
+              { kind: 'channel-producer', offset: session.dataOffset, capacity: 65536, consumer: session.ids[1]!, messages: streamMessages, size: MESSAGE_BYTES, api, busyPollMicros },
+              { kind: 'channel-consumer', offset: session.dataOffset, messages: streamMessages, api, busyPollMicros, workNs: workNs === 'option' ? options.workNs : 0 },
+            ],
+            prepareOrder: [0, 1],
+          },
+          timeoutMs,
+          epoch,
+        );
+        const { totals } = sumCollected(out.collected);
+        // The two directions apart (traps = signals made, injections = interrupts taken): the
+        // consumer rung for data, and the producer rung for space.
+        const [producer, consumer] = [out.collected[0]!.totals, out.collected[1]!.totals];
+        const perMsg = (n: number): number => Number((n / streamMessages).toFixed(6));
+        return {
+          name: variant.name,
+          available: true,
+          msgsPerSec: Math.round(streamMessages / (elapsedNs(out.finished) / 1e9)),
+          messages: streamMessages,
+          interceptsPerMsg: perMsg(totals.intercepts),
+          kernelCrossingsPerMsg: perMsg(totals.kernelCrossings),
+          ...(producer !== null && consumer !== null
+            ? { dataInterceptsPerMsg: perMsg(producer.traps + consumer.injections), spaceInterceptsPerMsg: perMsg(consumer.traps + producer.injections) }
+            : {}),
+          reason: 'intercepts = Doorbell signals + interrupts delivered, from the native counters (shared-memory clear)',
+          description: variant.describe(options.workNs),
+        };
+      },
+    })),
     {
       name: 'js-ring-stream',
       run: async () => {

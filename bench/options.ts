@@ -72,7 +72,7 @@ export function resolveOptions(options: BenchOptions = {}): ResolvedOptions {
     pin: options.pin ?? true,
     microTimeMs: positive('microTimeMs', options.microTimeMs ?? (quick ? 150 : 1000)),
     baselineRoundTrips: positive('baselineRoundTrips', options.baselineRoundTrips ?? (quick ? 4_000 : 20_000)),
-    baselineStreamMessages: positive('baselineStreamMessages', options.baselineStreamMessages ?? (quick ? 100_000 : 500_000)),
+    baselineStreamMessages: positive('baselineStreamMessages', options.baselineStreamMessages ?? (quick ? 100_000 : 2_000_000)),
     vm,
     vmMessages,
     vmRoundTrips: quick ? 500 : 2_000,

@@ -27,8 +27,9 @@ export type RoleSpec =
   // ---- baselines
   | { kind: 'net-server'; path: string; mode: 'pingpong' | 'stream'; messages: number; size: number }
   | { kind: 'net-client'; path: string; mode: 'pingpong' | 'stream'; messages: number; size: number }
-  | { kind: 'channel-producer'; offset: number; capacity: number; consumer: number; messages: number; size: number; api?: ChannelApi }
-  | { kind: 'channel-consumer'; offset: number; messages: number; api?: ChannelApi }
+  /** Channel stream ends; `busyPollMicros` of each end (0: sleep at once), `workNs` of busy work per message in the consumer. */
+  | { kind: 'channel-producer'; offset: number; capacity: number; consumer: number; messages: number; size: number; api?: ChannelApi; busyPollMicros?: number }
+  | { kind: 'channel-consumer'; offset: number; messages: number; api?: ChannelApi; busyPollMicros?: number; workNs?: number }
   /** The bare ring (no library code on the path): the channel's record format over the mapping, both ends spinning. */
   | { kind: 'ring-producer'; offset: number; capacity: number; messages: number; size: number }
   | { kind: 'ring-consumer'; offset: number; capacity: number; messages: number }

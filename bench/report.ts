@@ -155,6 +155,12 @@ export function baselineTable(baselines: readonly BaselineResult[]): string {
     ]);
   }
   const notes = baselines.filter((b) => !b.available).map((b) => `  ${b.name}: ${b.reason}`);
+  const split = baselines.filter((b) => b.available && b.dataInterceptsPerMsg !== undefined && b.spaceInterceptsPerMsg !== undefined);
+  if (split.length > 0) {
+    notes.push('  channel streams, intercepts/msg by direction: data (the producer rings the consumer) + space (the consumer rings a producer waiting for space)');
+    const width = Math.max(...split.map((b) => b.name.length));
+    for (const b of split) notes.push(`    ${b.name.padEnd(width)}  ${formatPerMsg(b.dataInterceptsPerMsg!)} + ${formatPerMsg(b.spaceInterceptsPerMsg!)}`);
+  }
   return [table(rows), ...notes].join('\n');
 }
 
@@ -190,7 +196,6 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
   const stream = report.results.filter((r) => r.workload === 'stream' && r.error === undefined);
   const ivPing = find(report.baselines, 'ivshmem-pingpong');
   const ivBusy = find(report.baselines, 'ivshmem-pingpong-busypoll');
-  const ivChan = find(report.baselines, 'ivshmem-channel-stream');
   for (const base of ['c-eventfd-pingpong', 'c-eventfd-epoll-pingpong', 'node-unix-socket-pingpong', 'c-eventfd-pingpong-same-cpu']) {
     const b = find(report.baselines, base);
     if (b === undefined || !b.available) continue;
@@ -218,7 +223,9 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
       against: 'node-unix-socket-stream',
       values: [
         ...stream.map((r) => ({ name: `stream/${r.design} (with ${r.workNs} ns work/msg)`, ratio: ratio(r.msgsPerSec, netStream.msgsPerSec) })),
-        ...(ivChan?.available ? [{ name: 'ivshmem-channel-stream', ratio: ratio(ivChan.msgsPerSec, netStream.msgsPerSec) }] : []),
+        ...CHANNEL_STREAM_NAMES.map((n) => find(report.baselines, n))
+          .filter((b) => b?.available === true)
+          .map((b) => ({ name: b!.name, ratio: ratio(b!.msgsPerSec, netStream.msgsPerSec) })),
       ],
     });
   }
@@ -240,10 +247,13 @@ export function ratios(report: Pick<BenchReport, 'results' | 'baselines' | 'micr
   return lines;
 }
 
+/** The channel streams that move as fast as they can (the busy consumer's pace is its work). */
+const CHANNEL_STREAM_NAMES = ['ivshmem-channel-stream', 'ivshmem-channel-stream-busypoll', 'ivshmem-channel-stream-single'];
+
 /** The channel against its ceilings (the bare rings) and the doorbell ping-pong of the same run. */
 function channelRatios(baselines: readonly BaselineResult[]): RatioLine[] {
   const lines: RatioLine[] = [];
-  const streams = ['ivshmem-channel-stream', 'ivshmem-channel-stream-single'].map((n) => find(baselines, n)).filter((b) => b?.available === true);
+  const streams = CHANNEL_STREAM_NAMES.map((n) => find(baselines, n)).filter((b) => b?.available === true);
   for (const ceiling of ['js-ring-stream', 'c-ring-stream']) {
     const c = find(baselines, ceiling);
     if (!c?.available || streams.length === 0) continue;

@@ -87,6 +87,10 @@ export interface BaselineResult {
   messages?: number;
   interceptsPerMsg?: number | null;
   kernelCrossingsPerMsg?: number | null;
+  /** Channel streams: the intercepts of the data direction (producer rings consumer) and of
+   * the space direction (consumer rings a producer that waits for space), per message. */
+  dataInterceptsPerMsg?: number;
+  spaceInterceptsPerMsg?: number;
   /** 'one CPU each', 'same CPU' or 'scheduler'. */
   placement?: string;
   description: string;
@@ -231,7 +235,7 @@ export interface BenchOptions {
   pin?: boolean;
   /** Round trips of the ping-pong baselines (default 4,000 with quick, else 20,000). */
   baselineRoundTrips?: number;
-  /** Messages of the stream baselines (default 100,000 with quick, else 500,000). */
+  /** Messages of the stream baselines (default 100,000 with quick, else 2,000,000). */
   baselineStreamMessages?: number;
   /** tinybench time budget per micro task, ms (default 150 with quick, else 1000). */
   microTimeMs?: number;

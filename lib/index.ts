@@ -40,6 +40,7 @@ export {
   type ReceivedMessage,
   type MessageHandler,
   type ConsumerOptions,
+  type ProducerOptions,
   type DuplexOptions,
   type Duplex,
   type FanInLayout,

@@ -4,12 +4,11 @@
  * only the 0->1 edge writes the receiver's eventfd; the receiver drains, works, clears its bit
  * and re-checks. The receive side here enforces that rule, so no wakeup is ever lost.
  */
-import { setImmediate as nextTurn } from 'node:timers/promises';
-import { performance } from 'node:perf_hooks';
 import { ClosedError, InUseError } from '../core/errors.js';
 import type { Endpoint, PendingBits } from '../endpoint/endpoint.js';
 import type { InterruptCounters } from '../sys/interrupt-table.js';
 import * as check from '../core/validate.js';
+import { busyPoll } from './busy-poll.js';
 
 /**
  * Peers whose pending bit a receive loop serves. One loop per peer: the bit stands for all of a
@@ -99,7 +98,7 @@ export class BitmaskDoorbell implements Disposable {
    */
   async *notifications(hasWork: () => boolean, options: ReceiveOptions = {}): AsyncGenerator<void, void, undefined> {
     if (typeof hasWork !== 'function') throw new TypeError('hasWork must be a function');
-    const busyPoll = check.integer('busyPollMicros', options.busyPollMicros ?? 0, 0, 10_000_000);
+    const pollMicros = check.integer('busyPollMicros', options.busyPollMicros ?? 0, 0, 10_000_000);
     const signal = options.signal;
     if (receiving.has(this.#peer)) {
       throw new InUseError(
@@ -115,7 +114,7 @@ export class BitmaskDoorbell implements Disposable {
       for (;;) {
         while (!stopped() && hasWork()) yield;
         if (stopped()) return;
-        if (busyPoll > 0 && (await this.#poll(hasWork, busyPoll, stopped))) continue;
+        if (pollMicros > 0 && (await busyPoll(pollMicros, hasWork, stopped))) continue;
         this.#bits.ack();
         this.#onClear?.();
         if (hasWork()) {
@@ -165,15 +164,6 @@ export class BitmaskDoorbell implements Disposable {
 
   [Symbol.dispose](): void {
     this.close();
-  }
-
-  async #poll(hasWork: () => boolean, micros: number, stopped: () => boolean): Promise<boolean> {
-    const deadline = performance.now() + micros / 1000;
-    while (performance.now() < deadline && !stopped()) {
-      await nextTurn();
-      if (hasWork()) return true;
-    }
-    return false;
   }
 
   #nextInterrupt(): Promise<void> {

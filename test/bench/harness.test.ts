@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cEventfdPingPong, compileBaseline, cVariants } from '../../bench/c-baseline.js';
 import { runMicro } from '../../bench/micro.js';
+import { ratios, renderReport } from '../../bench/report.js';
 import { runBench } from '../../bench/run.js';
 import { assertWorkersBuilt, numbersIn } from './helpers.js';
 
@@ -95,8 +96,29 @@ describe('baselines', () => {
       expect(b.msgsPerSec!).toBeGreaterThan(0);
       expect(b.messages).toBe(3000);
     }
-    const channel = byName.get('ivshmem-channel-stream')!;
-    expect(channel.interceptsPerMsg!).toBeGreaterThanOrEqual(0);
+    // Every stream cell ran the messages through; the channel's intercepts split by direction.
+    const channels = ['ivshmem-channel-stream', 'ivshmem-channel-stream-busypoll', 'ivshmem-channel-stream-single', 'ivshmem-channel-stream-busy-consumer'];
+    for (const name of [...channels, 'js-ring-stream', ...(hasCompiler ? ['c-ring-stream'] : [])]) {
+      const b = byName.get(name);
+      expect(b?.available, `${name}: ${b?.reason}`).toBe(true);
+      expect(b!.msgsPerSec!).toBeGreaterThan(0);
+    }
+    for (const name of channels) {
+      const b = byName.get(name)!;
+      expect(b.messages).toBe(3000);
+      expect(b.dataInterceptsPerMsg! + b.spaceInterceptsPerMsg!).toBeCloseTo(b.interceptsPerMsg!, 5);
+    }
+    // The report prints each channel stream as a fraction of both ceilings, and against the socket.
+    const lines = ratios(report);
+    for (const ceiling of ['js-ring-stream', ...(hasCompiler ? ['c-ring-stream'] : [])]) {
+      const line = lines.find((l) => l.against === ceiling)!;
+      const c = byName.get(ceiling)!;
+      expect(line.values.map((v) => v.name)).toEqual(['ivshmem-channel-stream', 'ivshmem-channel-stream-busypoll', 'ivshmem-channel-stream-single']);
+      for (const v of line.values) expect(v.ratio).toBeCloseTo(byName.get(v.name)!.msgsPerSec! / c.msgsPerSec!, 9);
+    }
+    const socket = lines.find((l) => l.against === 'node-unix-socket-stream')!;
+    expect(socket.values.map((v) => v.name)).toContain('ivshmem-channel-stream-busypoll');
+    expect(renderReport(report)).toMatch(/intercepts\/msg by direction/);
     // A ping-pong over the bitmask: at most one signal and one interrupt per message.
     expect(byName.get('ivshmem-pingpong')!.interceptsPerMsg!).toBeLessThanOrEqual(2);
     // Busy-polling receivers keep their bits set: never more than the blocking ones.
