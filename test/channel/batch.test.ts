@@ -185,3 +185,53 @@ describe('send() with room', () => {
     expect(collect(consumer)).toEqual([[8, 1], [8, 2]]); // published before send() returned
   });
 });
+
+describe('a producer that busy-polls for space (busyPollMicros)', () => {
+  const WAITING = 192 / 4;
+
+  it('gets the space the consumer gives back within its window without any doorbell', async () => {
+    const { a, b, producer, consumer, offset } = await channelPair(res, 'batch-poll', 1024, {}, { busyPollMicros: 2_000_000 });
+    const words = new Uint32Array(b.shm.buffer, offset, 64);
+    let n = 0;
+    while (producer.trySend(filled(56, n))) n++;
+    const [space0, signals0] = [a.counters().interrupts, b.counters().signals];
+    let flagSeen = false;
+    const watch = setInterval(() => (flagSeen ||= Atomics.load(words, WAITING) !== 0), 1);
+    const sending = producer.send(filled(56, 99));
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the poll lets timers run between its slices
+    expect(collect(consumer)).toHaveLength(n);
+    await within(sending, 'the polling send to complete', LONG_WAIT_MS);
+    clearInterval(watch);
+    expect(flagSeen).toBe(false); // it never armed the flag: nobody had to ring it
+    expect(a.counters().interrupts - space0).toBe(0);
+    expect(b.counters().signals - signals0).toBe(0);
+    expect(collect(consumer)).toEqual([[56, 99]]);
+  });
+
+  it('past its window it arms the flag and sleeps, and the consumer rings it awake', async () => {
+    const { a, b, producer, consumer, offset } = await channelPair(res, 'batch-poll-sleep', 1024, {}, { busyPollMicros: 500 });
+    const words = new Uint32Array(b.shm.buffer, offset, 64);
+    while (producer.trySend(filled(56, 1)));
+    const space0 = a.counters().interrupts;
+    const sending = producer.send(filled(56, 99));
+    await within(
+      (async () => {
+        while (Atomics.load(words, WAITING) !== 1) await new Promise((r) => setTimeout(r, 1));
+      })(),
+      'the producer to give up polling and wait',
+      LONG_WAIT_MS,
+    );
+    consumer.drain(() => undefined);
+    await within(sending, 'the woken send to complete', LONG_WAIT_MS);
+    expect(a.counters().interrupts - space0).toBe(1);
+    expect(collect(consumer)).toEqual([[56, 99]]);
+  });
+
+  it('fails its send with ClosedError when closed while it polls', async () => {
+    const { producer } = await channelPair(res, 'batch-poll-close', 1024, {}, { busyPollMicros: 2_000_000 });
+    while (producer.trySend(filled(56, 1)));
+    const sending = producer.send(filled(56, 2));
+    setTimeout(() => producer.close(), 5);
+    await expect(within(sending, 'the send to fail', LONG_WAIT_MS)).rejects.toThrow(/closed/i);
+  });
+});

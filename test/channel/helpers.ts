@@ -5,7 +5,7 @@
  * timeout (LONG_WAIT_MS) throughout.
  */
 import { afterEach } from 'vitest';
-import { ChannelConsumer, ChannelProducer, createChannel, type ConsumerOptions, type Peer, type PeerServer } from '../../lib/index.js';
+import { ChannelConsumer, ChannelProducer, createChannel, type ConsumerOptions, type Peer, type ProducerOptions, type PeerServer } from '../../lib/index.js';
 import { JsonChild, killAllChildren } from '../helpers/children.js';
 import { Resources } from '../helpers/resources.js';
 import { LONG_WAIT_MS } from '../helpers/wait.js';
@@ -64,6 +64,7 @@ export async function channelPair(
   tag: string,
   capacity: number,
   options: ConsumerOptions = {},
+  producerOptions: ProducerOptions = {},
 ): Promise<{ a: Peer; b: Peer; producer: ChannelProducer; consumer: ChannelConsumer; offset: number }> {
   const server = res.listen(tag);
   const a = await res.connect(server);
@@ -72,7 +73,7 @@ export async function channelPair(
   await b.waitForPeer(a.id);
   const offset = server.dataOffset;
   createChannel(a, { offset, capacity, producer: a.id, consumer: b.id });
-  const producer = res.track(new ChannelProducer(a, offset));
+  const producer = res.track(new ChannelProducer(a, offset, producerOptions));
   const consumer = res.track(new ChannelConsumer(b, offset, options));
   return { a, b, producer, consumer, offset };
 }
