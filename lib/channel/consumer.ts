@@ -29,7 +29,7 @@ export type MessageHandler = (data: Uint8Array, offset: number, length: number, 
 export interface ConsumerOptions {
   /**
    * Before waiting on an empty buffer, keep looking at the head for this many microseconds
-   * (one look per event-loop turn), with the peer's pending bit kept set so that the
+   * (in 20 µs synchronous slices with an event-loop turn between them), with the peer's pending bit kept set so that the
    * producers' rings stay suppressed; only then sleep on the doorbell. Trades a busy core for
    * the latency of a wakeup, like the doorbell's `busyPollMicros`. Default 0: sleep at once.
    */
@@ -298,7 +298,7 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     this.#reactor.doorbell.ring(producer);
   }
 
-  /** Looks for a message once per event-loop turn for up to busyPollMicros; the reactor keeps
+  /** Looks for a message for up to busyPollMicros; the reactor keeps
    * the pending bit set meanwhile (state 'holding'), so producers' rings cost nothing. */
   async #poll(): Promise<boolean> {
     this.#polling = true;

@@ -24,7 +24,7 @@ export interface ProducerEvents {
 export interface ProducerOptions {
   /**
    * When the buffer is full, keep looking at the consumer's tail for this many microseconds
-   * (one look per event-loop turn) before arming the `waiting` flag and sleeping until the
+   * (in 20 µs synchronous slices with an event-loop turn between them) before arming the `waiting` flag and sleeping until the
    * consumer rings: no doorbell in either direction while the consumer keeps up within that
    * time. Trades a busy core for the wakeups, like the consumer's `busyPollMicros`. Default 0.
    */
@@ -261,7 +261,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     if (failed !== null) throw failed;
   }
 
-  /** Looks for space once per event-loop turn for up to busyPollMicros; true once there is. */
+  /** Looks for space for up to busyPollMicros; true once there is. */
   #poll(): Promise<boolean> {
     return busyPoll(this.#busyPollMicros, this.#hasSpaceNow, this.#stopped);
   }

@@ -27,8 +27,9 @@ const STALE_BIT_CHECK_MS = 1000;
 
 export interface ReceiveOptions {
   /**
-   * After running out of work, keep the pending bit set and poll `hasWork()` from the event
-   * loop for this many microseconds before clearing the bit and sleeping. Senders stay
+   * After running out of work, keep the pending bit set and poll `hasWork()` for this many
+   * microseconds (20 µs synchronous slices with an event-loop turn between them, see
+   * busy-poll.ts) before clearing the bit and sleeping. Senders stay
    * suppressed meanwhile, and the receiver skips the wakeup (an idle vCPU's cross-core wake
    * costs ~21 µs one way). Costs a busy core while polling. Default 0: block at once.
    */
