@@ -81,6 +81,9 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     for (const reader of this.#readers) if (reader.buffer.producer === id && reader.takeWaiting()) this.#ring(id);
   };
   readonly #onPeerClosed = (): void => this.#source.dispatch();
+  // What a busy poll for messages looks at, and when it gives up.
+  readonly #availableNow = (): boolean => this.#available();
+  readonly #stopped = (): boolean => this.#closed || this.#endpoint.closed;
   readonly #onLeft = (id: number): void => {
     let ours = false;
     for (const reader of this.#readers) {
@@ -137,14 +140,13 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
       if (readers.length === 1) {
         const reader = readers[0]!;
         const { data, producer } = reader.buffer;
-        const quarter = reader.buffer.capacity >>> 2;
         while (count < max) {
           const at = reader.next();
           if (at < 0) break;
           count++;
           handler(data, at, reader.length, producer);
           if (this.#closed) break;
-          if (reader.held() >= quarter) this.#commit(reader);
+          this.#settle(reader);
         }
       } else {
         // Round-robin: one message of each buffer in turn, until a whole turn finds none.
@@ -309,8 +311,6 @@ export class ChannelConsumer extends EventEmitter<ConsumerEvents> implements Dis
     }
   }
 
-  readonly #availableNow = (): boolean => this.#available();
-  readonly #stopped = (): boolean => this.#closed || this.#endpoint.closed;
 
   #available(): boolean {
     for (const reader of this.#readers) if (reader.head !== reader.tail || reader.available()) return true;

@@ -71,6 +71,9 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     if (id === this.#buffer.consumer && !this.#closed) this.#ringConsumer();
   };
   readonly #onPeerClosed = (): void => this.#source.dispatch();
+  // What a busy poll for space looks at, and when it gives up.
+  readonly #hasSpaceNow = (): boolean => this.#hasSpace();
+  readonly #stopped = (): boolean => this.#closed || this.#buffer.peer.closed || this.#consumerLeft;
 
   constructor(peer: Endpoint, offset: number, options: ProducerOptions = {}) {
     super();
@@ -96,13 +99,8 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
   /** Sends one message if it fits now; false if the buffer is full. RangeError if it can never fit. */
   trySend(message: Uint8Array): boolean {
     this.#live();
-    const buffer = this.#buffer;
-    let head = putRecord(buffer, this.#head, this.#tailSeen, message);
-    if (head < 0) {
-      this.#tailSeen = buffer.tail();
-      head = putRecord(buffer, this.#head, this.#tailSeen, message);
-      if (head < 0) return false;
-    }
+    const head = this.#put(this.#head, message);
+    if (head < 0) return false;
     this.#publish(head);
     return true;
   }
@@ -114,20 +112,12 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
    */
   trySendBatch(messages: readonly Uint8Array[], start = 0): number {
     this.#live();
-    const buffer = this.#buffer;
-    const end = messages.length;
     let head = this.#head;
-    let tail = this.#tailSeen;
     let i = start;
     // A throw leaves #head as it was: what was written is never published.
-    for (; i < end; i++) {
-      const message = messages[i]!;
-      let next = putRecord(buffer, head, tail, message);
-      if (next < 0) {
-        tail = this.#tailSeen = buffer.tail();
-        next = putRecord(buffer, head, tail, message);
-        if (next < 0) break;
-      }
+    for (; i < messages.length; i++) {
+      const next = this.#put(head, messages[i]!);
+      if (next < 0) break;
       head = next;
     }
     if (i > start) this.#publish(head);
@@ -208,6 +198,15 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     }
   }
 
+  /** Writes `message` at `head` (see putRecord); the consumer's tail is read again only when
+   * the copy says the record does not fit. The new head, or -1 if there is no room. */
+  #put(head: number, message: Uint8Array): number {
+    const next = putRecord(this.#buffer, head, this.#tailSeen, message);
+    if (next >= 0) return next;
+    this.#tailSeen = this.#buffer.tail();
+    return putRecord(this.#buffer, head, this.#tailSeen, message);
+  }
+
   /** Commits the records written up to `head` (one store: the consumer reads nothing beyond
    * it, so a producer dying mid-record never shows a torn message), then rings. */
   #publish(head: number): void {
@@ -239,7 +238,7 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
 
   async #waitForSpace(need: number): Promise<void> {
     this.#need = Math.min(need, this.#buffer.capacity);
-    if (this.#busyPollMicros > 0 && (await this.#poll())) return;
+    if (this.#busyPollMicros > 0 && (await busyPoll(this.#busyPollMicros, this.#hasSpaceNow, this.#stopped))) return;
     this.#live(); // closed while it polled
     const words = this.#buffer.words;
     // Announce that we wait, then look again: either we see the consumer's new tail, or the
@@ -260,12 +259,4 @@ export class ChannelProducer extends EventEmitter<ProducerEvents> implements Dis
     Atomics.store(words, Word.waiting, 0);
     if (failed !== null) throw failed;
   }
-
-  /** Looks for space for up to busyPollMicros; true once there is. */
-  #poll(): Promise<boolean> {
-    return busyPoll(this.#busyPollMicros, this.#hasSpaceNow, this.#stopped);
-  }
-
-  readonly #hasSpaceNow = (): boolean => this.#hasSpace();
-  readonly #stopped = (): boolean => this.#closed || this.#buffer.peer.closed || this.#consumerLeft;
 }

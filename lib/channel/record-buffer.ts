@@ -6,7 +6,7 @@
 import { CorruptError } from '../core/errors.js';
 import type { Endpoint } from '../endpoint/endpoint.js';
 import * as check from '../core/validate.js';
-import { CHANNEL_HEADER_BYTES, maxMessage, PAD, readChannelHeader, Word, type ChannelInfo } from '../protocol/channel-layout.js';
+import { CHANNEL_HEADER_BYTES, maxMessage, PAD, readChannelHeader, recordSize, Word, type ChannelInfo } from '../protocol/channel-layout.js';
 import { lowBuffer } from '../sys/shared-memory.js';
 
 export class RecordBuffer {
@@ -22,7 +22,7 @@ export class RecordBuffer {
   constructor(
     readonly peer: Endpoint,
     readonly offset: number,
-    readonly info: ChannelInfo,
+    info: ChannelInfo,
   ) {
     const buffer = lowBuffer(peer.shm);
     this.words = new Uint32Array(buffer, offset, CHANNEL_HEADER_BYTES / 4);
@@ -62,13 +62,13 @@ export function openRecordBuffer(peer: Endpoint, offset: number, role: 'producer
  * can never fit.
  */
 export function putRecord(buffer: RecordBuffer, head: number, tail: number, message: Uint8Array): number {
-  if (!(message instanceof Uint8Array)) check.bytes('message', message);
+  check.bytes('message', message);
   const length = message.byteLength;
   if (length > buffer.max) {
     throw new RangeError(`a message of ${length} bytes is larger than this channel carries (${buffer.max})`);
   }
   const capacity = buffer.capacity;
-  const size = (4 + length + 7) & ~7;
+  const size = recordSize(length);
   const pos = head & buffer.mask;
   const contiguous = capacity - pos;
   if (capacity - ((head - tail) >>> 0) < (contiguous < size ? contiguous + size : size)) return -1;
@@ -129,7 +129,7 @@ export class Reader {
         this.tail = (tail + skip) >>> 0;
         continue;
       }
-      const size = (4 + length + 7) & ~7;
+      const size = recordSize(length);
       if (length > buffer.max || size > used || pos + size > buffer.capacity) {
         throw this.#corrupt(`a record of ${length} bytes at ${pos} does not fit (${used} bytes committed)`);
       }
