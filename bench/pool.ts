@@ -114,6 +114,13 @@ export class Worker {
   }
 }
 
+/** The least time set-up gets (workers starting, connecting): a loaded 2-core machine has
+ * taken over 0.5 s to start two, and a short cell deadline must fail the cell, not its set-up. */
+const SETUP_MS = 15_000;
+
+/** The deadline of a set-up step for a cell whose deadline is `timeoutMs`. */
+export const setupDeadline = (timeoutMs: number): number => Math.max(timeoutMs, SETUP_MS);
+
 export class WorkerPool {
   readonly #script: string;
   readonly workers: Worker[] = [];
@@ -122,11 +129,11 @@ export class WorkerPool {
     this.#script = workerScript();
   }
 
-  /** Makes sure at least `n` live workers exist; resolves once they all said hello. */
+  /** Makes sure at least `n` live workers exist; resolves once they all said hello (within setupDeadline). */
   async ensure(n: number, timeoutMs: number): Promise<Worker[]> {
     while (this.workers.length < n) this.workers.push(new Worker(this.#script, this.workers.length));
     const chosen = this.workers.slice(0, n);
-    await withTimeout(Promise.all(chosen.map((w) => w.ready)), timeoutMs, `${n} worker processes to start`);
+    await withTimeout(Promise.all(chosen.map((w) => w.ready)), setupDeadline(timeoutMs), `${n} worker processes to start`);
     return chosen;
   }
 

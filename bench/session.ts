@@ -8,7 +8,7 @@ import { PeerServer } from '../lib/index.js';
 import { LEGACY_STATE_BYTES } from '../lib/devices/index.js';
 import { place, type Placement } from './affinity.js';
 import { uniqueSocketPath } from './paths.js';
-import { BenchError, withTimeout, type Request, type WorkerPool } from './pool.js';
+import { BenchError, setupDeadline, withTimeout, type Request, type WorkerPool } from './pool.js';
 import type { Collected, Connected, Finished, RoleSpec } from './protocol.js';
 import type { AdapterName } from './types.js';
 
@@ -93,13 +93,14 @@ export class Session {
     });
     try {
       const workers = await pool.ensure(n, timeoutMs);
+      const setupMs = setupDeadline(timeoutMs);
       const ids: number[] = [];
       // One at a time: IDs then follow worker order (0, 1, 2, ...), which keeps plans readable.
       for (const w of workers) {
-        const c = await withTimeout(w.request<Connected>({ type: 'connect', socketPath: server.socketPath }), timeoutMs, `worker ${w.index} to connect`);
+        const c = await withTimeout(w.request<Connected>({ type: 'connect', socketPath: server.socketPath }), setupMs, `worker ${w.index} to connect`);
         ids.push(c.id);
       }
-      await withTimeout(Promise.all(workers.map((w) => w.request({ type: 'know', ids }))), timeoutMs, 'the peers to know each other');
+      await withTimeout(Promise.all(workers.map((w) => w.request({ type: 'know', ids }))), setupMs, 'the peers to know each other');
       const session = new Session(server, workers, ids, null, true);
       if (pin) {
         try {
