@@ -34,7 +34,7 @@ export function addPeerCommand(program: Command): Command {
     .addOption(
       new Option(
         '--vectors <n>',
-        'own vectors to wait for while connecting (default: whatever the server sends at once)',
+        'own vectors to wait for while connecting (default: as many as the other peers have, or those sent before 50 ms of quiet)',
       ).argParser(integerArg(1, DEFAULT_MAX_VECTORS)),
     )
     .addOption(

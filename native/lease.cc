@@ -1,5 +1,6 @@
 #include "lease.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,6 +58,9 @@ Lease::Lease(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Lease>(info), Re
   word_ = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(page_) + wordOffset);
   Renew(word_);
   thread_ = std::thread([this] { Run(); });
+  // Named before the constructor returns, so that it can be told apart at once (top -H, gdb,
+  // /proc/PID/task/*/comm).
+  pthread_setname_np(thread_.native_handle(), "ivshmem-lease");
 }
 
 void Lease::Run() {

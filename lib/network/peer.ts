@@ -17,9 +17,11 @@ import * as check from '../core/validate.js';
 
 export interface PeerOptions {
   /**
-   * Own vectors to wait for before `connect()` resolves. Without it the connect sequence is
-   * taken as complete once own vectors have arrived and the socket has nothing more to read
-   * (servers send the whole sequence at once); own vectors arriving later are still added.
+   * Own vectors to wait for before `connect()` resolves. Without it (the protocol has no end
+   * mark) the connect sequence is taken as complete once own vectors have arrived, nothing more
+   * is there to read, and either they are as many as every other peer's (servers give all the
+   * same count) or the socket then stays quiet for QUIET_MS (the first peer: nobody to compare
+   * with). Own vectors arriving later are still added.
    */
   vectors?: number;
   /** Give up connecting after this many ms (default 5000). */
@@ -38,6 +40,13 @@ export interface PeerOptions {
    */
   bitmask?: boolean;
 }
+
+/**
+ * How long a first peer's socket stays quiet after its own vectors before the connect sequence
+ * counts as complete: servers send it in one go, but a loaded machine can stop one between two
+ * messages (a peer saw 1 of 2 vectors that way).
+ */
+const QUIET_MS = 50;
 
 /** The default `maxSize` of `Peer.connect`: 64 GiB, beyond the largest BAR QEMU users map in practice. */
 export const DEFAULT_MAX_SIZE = 64 * 2 ** 30;
@@ -58,6 +67,9 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
   #serverLost = false;
   #closed = false;
   #settle: ((error: Error | null) => void) | null = null;
+  // Without `vectors`: the wait for a quiet socket after own vectors, and whether it passed.
+  #quiet: NodeJS.Timeout | null = null;
+  #quietPassed = false;
   readonly #expectedVectors: number | undefined;
   readonly #bitmask: boolean;
   readonly #maxSize: number;
@@ -222,6 +234,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
     this.#socket.close();
     this.#table?.close(); // the own eventfds' watchers, then every eventfd
     this.#shm?.close();
+    this.#stopQuiet();
     this.#settle?.(new ClosedError('Peer'));
     this.#settle = null;
     this.emit('close');
@@ -242,10 +255,13 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
         return;
       }
       if (received.kind === 'again') {
-        // The server sends the whole sequence at once: nothing more to read means it is done.
-        if (!this.#connected && this.#expectedVectors === undefined && this.vectors > 0) this.#ready();
+        if (!this.#connected && this.#expectedVectors === undefined && this.vectors > 0) {
+          if (this.#quietPassed || this.#asManyAsOthers()) this.#ready();
+          else this.#quiet ??= setTimeout(() => this.#quietFor(), QUIET_MS);
+        }
         return;
       }
+      if (!this.#connected) this.#stopQuiet(); // more came: quiet again from the next "nothing"
       if (received.kind === 'eof') {
         if (!this.#decoder.helloDone && received.partial === 0) {
           // Closed before the first message: how a full server turns a client away.
@@ -333,7 +349,26 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
     return this.#table;
   }
 
+  /** Every other peer has as many vectors as we have now (and there is one). */
+  #asManyAsOthers(): boolean {
+    const others = this.peers().filter((p) => p.id !== this.#id);
+    return others.length > 0 && others.every((p) => p.vectors === this.vectors);
+  }
+
+  #quietFor(): void {
+    this.#quiet = null;
+    this.#quietPassed = true;
+    this.#readAll(); // anything that came meanwhile first (a timer runs before the poll)
+  }
+
+  #stopQuiet(): void {
+    if (this.#quiet !== null) clearTimeout(this.#quiet);
+    this.#quiet = null;
+    this.#quietPassed = false;
+  }
+
   #ready(): void {
+    this.#stopQuiet();
     this.#connected = true;
     const settle = this.#settle;
     this.#settle = null;
@@ -341,6 +376,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
   }
 
   #fail(error: Error): void {
+    this.#stopQuiet();
     const settle = this.#settle;
     this.#settle = null;
     settle?.(error);

@@ -1,7 +1,8 @@
 /**
  * A lease word kept by a native thread (native/lease.cc): advanced every `intervalMs` while this
  * process lives, whatever its event loop is doing, and cleared by stop(). Its thread maps the one
- * page of the word itself, so it can never touch memory its owner has unmapped.
+ * page of the word itself, so it can never touch memory its owner has unmapped. The thread is
+ * named `ivshmem-lease` (top -H, gdb, /proc/PID/task/N/comm).
  */
 import { native, type NativeLease } from './binding.js';
 import * as check from '../core/validate.js';

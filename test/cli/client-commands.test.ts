@@ -270,14 +270,28 @@ describe.skipIf(!haveScript())("ivshmem peer on a terminal: ivshmem-client's cmd
 
     // Line editing: left arrow, insert, right arrow, backspace, End.
     const left = '\x1b[D';
-    await tty.press(...'int 1 ', left, left, left, left, left, left, ' ', '\x1b[C', 'x', '\x7f', '\x1b[F', '1', '\r');
+    await tty.press(
+      ['int 1 ', 'cmd> int 1 |'],
+      [left, 'cmd> int 1|'],
+      [left, 'cmd> int |1'],
+      [left, 'cmd> int| 1'],
+      [left, 'cmd> in|t 1'],
+      [left, 'cmd> i|nt 1'],
+      [left, 'cmd> |int 1'],
+      [' ', 'cmd>  |int 1'],
+      ['\x1b[C', 'cmd>  i|nt 1'],
+      ['x', 'cmd>  ix|nt 1'],
+      ['\x7f', 'cmd>  i|nt 1'],
+      ['\x1b[F', 'cmd>  int 1 |'],
+      ['1', 'cmd>  int 1 1|'],
+    );
+    tty.type('\r');
     await tty.line('rang peer 1 on vector 1');
     expect(tty.screen.lines.at(-3)).toBe('cmd>  int 1 1');
     expect(await other.peer.event('interrupt')).toEqual({ event: 'interrupt', vector: 1, count: 1 });
 
     // History: the up arrow twice brings back dump.
-    await tty.press('\x1b[A', '\x1b[A');
-    await tty.until((s) => s.current === 'cmd> dump', 'dump from the history');
+    await tty.press(['\x1b[A', 'cmd>  int 1 1|'], ['\x1b[A', 'cmd> dump|']);
     tty.type('\r');
     await tty.until((s) => s.lines.length === 18 && s.current === 'cmd>', 'the second dump');
     expect(tty.screen.lines.slice(14)).toEqual(['   ID  VECTORS', '    0        2  (us)', '    1        2', 'cmd>']);
@@ -300,7 +314,15 @@ describe.skipIf(!haveScript())("ivshmem peer on a terminal: ivshmem-client's cmd
     // Pasted (one chunk) and then typed: 5 + 27 characters, two rows of input.
     tty.type('write 0x40 dead');
     await tty.until((s) => s.current === 'cmd> write 0x40 dead', 'the pasted input');
-    await tty.press(...'beefcafef00d');
+    // Typed: each key alone. The one that fills the row makes readline redraw, the cursor at
+    // the start of the next row.
+    await tty.press(
+      ['b', 'cmd> write 0x40 deadb|'],
+      ['e', 'cmd> write 0x40 deadbe|'],
+      ['e', 'cmd> write 0x40 deadbee|'],
+      ['f', '|'],
+      ...[...'cafef00d'].map((key, i) => [key, `${'cafef00d'.slice(0, i + 1)}|`] as const),
+    );
     await tty.until((s) => s.current === 'cafef00d', 'the wrapped input');
     const other = await jsonPeer(socket, 'other');
     await tty.line('peer 1 joined');

@@ -39,3 +39,56 @@ export function sparseMemfd(size: number): number {
   ftruncateSync(fd, size);
   return fd;
 }
+
+/** One part of a paced connect sequence: `count` vectors of peer `peer`, `afterMs` after the part before. */
+export interface PacedPart {
+  afterMs: number;
+  peer: number;
+  count: number;
+}
+
+/**
+ * Listens in this process and greets every client as peer `self` with `shmFd` (taken over) as
+ * the memory, then sends `parts` one after another, each after its pause: a server that a
+ * loaded machine stops in the middle of a connect sequence. Every vector is a new eventfd.
+ */
+export function pacedServer(shmFd: number, self: number, parts: readonly PacedPart[]): { socketPath: string; close: () => void } {
+  const socketPath = uniqueSocketPath('paced');
+  const listener = UnixSocket.listen(socketPath);
+  const watcher = listener.watch();
+  const clients: UnixSocket[] = [];
+  const eventfds: EventFd[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  const sendPart = (client: UnixSocket, i: number): void => {
+    const part = parts[i];
+    if (part === undefined) return;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      const fds = Array.from({ length: part.count }, () => {
+        const e = new EventFd();
+        eventfds.push(e);
+        return e.fd;
+      });
+      for (const m of peerVectors(part.peer, fds)) client.send(encodeMessage(m.value), m.fd);
+      sendPart(client, i + 1);
+    }, part.afterMs);
+    timers.add(timer);
+  };
+  watcher.on('readable', () => {
+    for (let client = listener.accept(); client !== null; client = listener.accept()) {
+      clients.push(client);
+      for (const m of greeting(self, shmFd)) client.send(encodeMessage(m.value), m.fd);
+      sendPart(client, 0);
+    }
+  });
+  watcher.start();
+  const close = (): void => {
+    for (const t of timers) clearTimeout(t);
+    watcher.close();
+    for (const c of clients) c.close();
+    listener.close();
+    for (const e of eventfds) e.close();
+    native.closeFd(shmFd);
+  };
+  return { socketPath, close };
+}

@@ -6,7 +6,7 @@
  *
  * Waits have generous timeouts and assert no timing beyond "it advanced" or "it stood still".
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/sys/binding.js';
 import { LeaseKeeper } from '../../lib/sys/lease.js';
@@ -28,7 +28,16 @@ afterEach(async () => {
   scratch.cleanup();
 });
 
-const threads = (): number => readdirSync('/proc/self/task').length;
+// The keepers' threads, by name: Node's own threads may come and go meanwhile (one ended in the
+// middle of a test here once).
+const threads = (): number =>
+  readdirSync('/proc/self/task').filter((task) => {
+    try {
+      return readFileSync(`/proc/self/task/${task}/comm`, 'utf8') === 'ivshmem-lease\n';
+    } catch {
+      return false; // ended between the listing and the read
+    }
+  }).length;
 
 function keep(fd: number, fileOffset: number, offset: number, intervalMs = INTERVAL): LeaseKeeper {
   const k = new LeaseKeeper(fd, fileOffset, offset, intervalMs);
