@@ -20,7 +20,7 @@ export interface PeerOptions {
    * Own vectors to wait for before `connect()` resolves. Without it (the protocol has no end
    * mark) the connect sequence is taken as complete once own vectors have arrived, nothing more
    * is there to read, and either they are as many as every other peer's (servers give all the
-   * same count) or the socket then stays quiet for QUIET_MS (the first peer: nobody to compare
+   * same count) or the socket then stays quiet for 50 ms (a first peer: nobody to compare
    * with). Own vectors arriving later are still added.
    */
   vectors?: number;
