@@ -351,7 +351,7 @@ export class Peer extends EventEmitter<PeerEvents> implements Endpoint {
 
   /** Every other peer has as many vectors as we have now (and there is one). */
   #asManyAsOthers(): boolean {
-    const others = this.peers().filter((p) => p.id !== this.#id);
+    const others = this.peers();
     return others.length > 0 && others.every((p) => p.vectors === this.vectors);
   }
 

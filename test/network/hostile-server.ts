@@ -8,29 +8,10 @@ import { uniqueSocketPath } from '../helpers/paths.js';
 /**
  * Listens in this process and greets every client as peer 0 with `shmFd` (taken over: closed
  * by the returned close) as the memory and one eventfd, as QEMU's server would; nothing more.
- * The server holds one native socket per client it accepted.
+ * The server holds one native socket and one eventfd per client it accepted.
  */
 export function hostileServer(shmFd: number): { socketPath: string; close: () => void } {
-  const socketPath = uniqueSocketPath('hostile');
-  const listener = UnixSocket.listen(socketPath);
-  const eventfd = new EventFd();
-  const watcher = listener.watch();
-  const clients: UnixSocket[] = [];
-  watcher.on('readable', () => {
-    for (let client = listener.accept(); client !== null; client = listener.accept()) {
-      clients.push(client);
-      for (const m of [...greeting(0, shmFd), ...peerVectors(0, [eventfd.fd])]) client.send(encodeMessage(m.value), m.fd);
-    }
-  });
-  watcher.start();
-  const close = (): void => {
-    watcher.close();
-    for (const c of clients) c.close();
-    listener.close();
-    eventfd.close();
-    native.closeFd(shmFd);
-  };
-  return { socketPath, close };
+  return pacedServer(shmFd, 0, [{ afterMs: 0, peer: 0, count: 1 }]);
 }
 
 /** A memfd of `size` bytes, sparse: no memory is used until touched. */
@@ -40,7 +21,10 @@ export function sparseMemfd(size: number): number {
   return fd;
 }
 
-/** One part of a paced connect sequence: `count` vectors of peer `peer`, `afterMs` after the part before. */
+/**
+ * One part of a paced connect sequence: `count` vectors of peer `peer`, `afterMs` after the
+ * part before (0: at once, with it).
+ */
 export interface PacedPart {
   afterMs: number;
   peer: number;
@@ -59,26 +43,31 @@ export function pacedServer(shmFd: number, self: number, parts: readonly PacedPa
   const clients: UnixSocket[] = [];
   const eventfds: EventFd[] = [];
   const timers = new Set<NodeJS.Timeout>();
-  const sendPart = (client: UnixSocket, i: number): void => {
-    const part = parts[i];
-    if (part === undefined) return;
-    const timer = setTimeout(() => {
-      timers.delete(timer);
+  // From part `i` on; `waited`: part i's pause has been taken.
+  const sendFrom = (client: UnixSocket, i: number, waited = false): void => {
+    for (; i < parts.length; i++, waited = false) {
+      const part = parts[i]!;
+      if (part.afterMs > 0 && !waited) {
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          sendFrom(client, i, true);
+        }, part.afterMs);
+        timers.add(timer);
+        return;
+      }
       const fds = Array.from({ length: part.count }, () => {
         const e = new EventFd();
         eventfds.push(e);
         return e.fd;
       });
       for (const m of peerVectors(part.peer, fds)) client.send(encodeMessage(m.value), m.fd);
-      sendPart(client, i + 1);
-    }, part.afterMs);
-    timers.add(timer);
+    }
   };
   watcher.on('readable', () => {
     for (let client = listener.accept(); client !== null; client = listener.accept()) {
       clients.push(client);
       for (const m of greeting(self, shmFd)) client.send(encodeMessage(m.value), m.fd);
-      sendPart(client, 0);
+      sendFrom(client, 0);
     }
   });
   watcher.start();
